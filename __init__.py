@@ -1,0 +1,40 @@
+"""medmae: Hugging Face-native masked autoencoders for data-efficient medical image pre-training.
+
+``import medmae`` registers every model, configuration and the image processor with the transformers
+Auto classes, so ``AutoModel.from_pretrained(folder_or_repo)`` works for medmae checkpoints.
+"""
+
+__version__ = "0.1.0"
+
+import transformers as _transformers
+
+from .configuration import *  # noqa: F401,F403
+from .configuration import __all__ as _configuration_all
+from .modeling import *  # noqa: F401,F403
+from .modeling import AUTO_REGISTRY, MedMAEImageProcessor
+from .modeling import __all__ as _modeling_all
+from .modeling.layers import MedMAEPreTrainedModel
+from .modeling.remote_code import write_remote_code
+
+
+def _register() -> None:
+    """Register medmae classes with the Auto classes (idempotent) and install the remote-code export hook."""
+    from transformers.models.auto import modeling_auto
+
+    for auto_name, config_cls, model_cls in AUTO_REGISTRY:
+        _transformers.AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+        getattr(_transformers, auto_name).register(config_cls, model_cls, exist_ok=True)
+        if auto_name == "AutoModelForSemanticSegmentation":
+            # The image-segmentation pipeline checks this static table, not registrations (it only logs otherwise).
+            modeling_auto.MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES[config_cls.model_type] = model_cls.__name__
+    for config_cls in {c for _, c, _ in AUTO_REGISTRY}:
+        _transformers.AutoImageProcessor.register(
+            config_cls, image_processor_classes={"torchvision": MedMAEImageProcessor}, exist_ok=True
+        )
+    MedMAEImageProcessor.register_for_auto_class("AutoImageProcessor")
+    MedMAEPreTrainedModel._export_hook = staticmethod(write_remote_code)
+
+
+_register()
+
+__all__ = ["__version__", *_configuration_all, *_modeling_all]

@@ -1,0 +1,1 @@
+"""Model-card templates, Hub-ready export and push."""

@@ -1,0 +1,251 @@
+# Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
+"""Building blocks shared by the medmae model families.
+
+This file ships to the Hugging Face Hub as remote code next to the modeling files, so it imports
+only torch and transformers (and their siblings in this folder, with ``from .name import X``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixed 2-D sin-cos position embedding (facebookresearch/mae util/pos_embed.py, bit-exact layout)
+# --------------------------------------------------------------------------------------------------
+def get_1d_sincos_pos_embed(embed_dim: int, pos: torch.Tensor) -> torch.Tensor:
+    """1-D sin-cos embedding of positions ``pos`` [M] -> [M, embed_dim] as ``[sin | cos]`` (float64)."""
+    if embed_dim % 2 != 0:
+        raise ValueError(f"sin-cos embedding needs an even dimension, got {embed_dim}")
+    omega = torch.arange(embed_dim // 2, dtype=torch.float64) / (embed_dim / 2.0)
+    omega = 1.0 / 10000**omega
+    out = pos.reshape(-1).to(torch.float64)[:, None] * omega[None, :]
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+
+def get_2d_sincos_pos_embed(embed_dim: int, grid_height: int, grid_width: int, cls_token: bool = False) -> torch.Tensor:
+    """2-D sin-cos position embedding with the exact layout of facebookresearch/mae.
+
+    MAE builds ``np.meshgrid(grid_w, grid_h)``, so the first half of the channels encodes the column (w)
+    coordinate and the second half the row (h) coordinate: ``[sin_w | cos_w | sin_h | cos_h]``, tokens in
+    raster (row-major) order. Returns [(1 if cls_token) + grid_height * grid_width, embed_dim] (float64);
+    the CLS row is zeros.
+    """
+    if embed_dim % 4 != 0:
+        raise ValueError(f"2-D sin-cos embedding needs a dimension divisible by 4, got {embed_dim}")
+    rows = torch.arange(grid_height, dtype=torch.float64)
+    cols = torch.arange(grid_width, dtype=torch.float64)
+    grid_rows, grid_cols = torch.meshgrid(rows, cols, indexing="ij")  # [h, w] each, raster order
+    emb = torch.cat(
+        [get_1d_sincos_pos_embed(embed_dim // 2, grid_cols), get_1d_sincos_pos_embed(embed_dim // 2, grid_rows)], dim=1
+    )
+    if cls_token:
+        emb = torch.cat([torch.zeros(1, embed_dim, dtype=torch.float64), emb], dim=0)
+    return emb
+
+
+def interpolate_pos_embed(
+    pos_embed: torch.Tensor, grid_size: tuple[int, int], new_grid_size: tuple[int, int], num_prefix_tokens: int = 1
+) -> torch.Tensor:
+    """Bicubic resize of a [1, prefix + h*w, D] position table to a new (h', w') grid (DINO/MAE style)."""
+    if tuple(grid_size) == tuple(new_grid_size):
+        return pos_embed
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    dim = grid.shape[-1]
+    grid = grid.reshape(1, grid_size[0], grid_size[1], dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=new_grid_size, mode="bicubic", align_corners=False).to(pos_embed.dtype)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid_size[0] * new_grid_size[1], dim)
+    return torch.cat([prefix, grid], dim=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Small modules
+# --------------------------------------------------------------------------------------------------
+def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Stochastic depth per sample (timm's ``drop_path``)."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1.0 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    random_tensor = x.new_empty(shape).bernoulli_(keep_prob)
+    return x * random_tensor.div_(keep_prob)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (drop path) per sample, as in timm."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear (timm ``Mlp`` names: ``fc1``, ``fc2``)."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: Optional[int] = None):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (timm/MAE layout: ``qkv``, ``proj``).
+
+    Uses ``torch.nn.functional.scaled_dot_product_attention`` unless the model was loaded with
+    ``attn_implementation="eager"`` or attention weights are requested.
+    """
+
+    def __init__(self, config, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"hidden size {dim} is not divisible by the number of attention heads {num_heads}")
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, output_attentions: bool = False):
+        """x: [B, N, D] -> ([B, N, D], attention weights [B, heads, N, N] or None)."""
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # [B, heads, N, head_dim]
+        dropout = self.attn_drop if self.training else 0.0
+        weights = None
+        if output_attentions or getattr(self.config, "_attn_implementation", "sdpa") == "eager":
+            weights = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
+            out = F.dropout(weights, p=dropout, training=self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out = out.transpose(1, 2).reshape(batch, tokens, dim)
+        return self.proj(out), (weights if output_attentions else None)
+
+
+class ViTBlock(GradientCheckpointingLayer):
+    """Pre-norm transformer block (timm ``Block``): ``x + attn(norm1(x))``, ``x + mlp(norm2(x))``."""
+
+    def __init__(self, config, dim: int, num_heads: int, mlp_hidden: int, drop_path_rate: float = 0.0):
+        super().__init__()
+        eps = config.layer_norm_eps
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(config, dim, num_heads, qkv_bias=config.qkv_bias,
+                              attn_drop=getattr(config, "attention_probs_dropout_prob", 0.0))
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, mlp_hidden)
+
+    def forward(self, x: torch.Tensor, output_attentions: bool = False):
+        """x: [B, N, D] -> ([B, N, D], attention weights or None)."""
+        attn_out, weights = self.attn(self.norm1(x), output_attentions=output_attentions)
+        x = x + self.drop_path(attn_out)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, weights
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared PreTrainedModel behaviour
+# --------------------------------------------------------------------------------------------------
+def check_pixel_values(pixel_values: torch.Tensor, num_channels: int, multiple_of: int, image_size=None) -> None:
+    """Raise a ValueError naming the problem when ``pixel_values`` cannot be fed to the model.
+
+    pixel_values: [B, C, H, W]. H and W must be multiples of ``multiple_of``; ``image_size`` (int or
+    (h, w)) additionally pins the size; values must be finite.
+    """
+    if pixel_values.ndim != 4:
+        raise ValueError(f"pixel_values must have shape [batch, channels, height, width], got {tuple(pixel_values.shape)}")
+    channels, height, width = pixel_values.shape[1:]
+    if channels != num_channels:
+        raise ValueError(
+            f"pixel_values has {channels} channels but the model expects {num_channels} (config.num_channels); "
+            "use MedMAEImageProcessor to convert grayscale/RGB inputs"
+        )
+    if height % multiple_of or width % multiple_of:
+        raise ValueError(f"image size {height}x{width} is not divisible by {multiple_of}")
+    if image_size is not None:
+        expected = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if (height, width) != expected:
+            raise ValueError(
+                f"image size {height}x{width} does not match the model's {expected[0]}x{expected[1]} "
+                "(resize the input, or pass interpolate_pos_encoding=True where supported)"
+            )
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(pixel_values).all()):
+        raise ValueError("pixel_values contains NaN or infinite values")
+
+
+class MedMAEPreTrainedModel(PreTrainedModel):
+    """Base class of every medmae model.
+
+    ``save_pretrained`` additionally calls ``_export_hook(model, save_directory)`` when one is installed:
+    the installed medmae package uses it to write the flat, self-contained remote code and the
+    ``auto_map`` next to the weights, so that collaborators without medmae can load the folder with
+    ``trust_remote_code=True``. When this file runs as remote code no hook is installed.
+    """
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _export_hook = None
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained`` that refuses a checkpoint whose tensor shapes do not match the
+        config (transformers would re-initialise those tensors with only a warning) unless
+        ``ignore_mismatched_sizes=True`` is passed."""
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ValueError(
+                f"the checkpoint's tensor shapes do not match the configuration of {cls.__name__} (the load report "
+                "above lists each tensor); pass ignore_mismatched_sizes=True to re-initialise them on purpose"
+            ) from error
+        mismatched = info.get("mismatched_keys") or []
+        if mismatched and not kwargs.get("ignore_mismatched_sizes", False):
+            details = "; ".join(str(item) for item in list(mismatched)[:8])
+            raise ValueError(
+                f"the checkpoint does not match the configuration of {cls.__name__}: {len(mismatched)} tensors have "
+                f"other shapes ({details}). Pass ignore_mismatched_sizes=True to re-initialise them on purpose."
+            )
+        return (model, info) if output_loading_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        super().save_pretrained(save_directory, *args, **kwargs)
+        hook = type(self)._export_hook
+        if hook is not None and kwargs.get("is_main_process", True):
+            hook(self, save_directory)
+
+
+def trunc_normal_init_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    """Truncated normal in [-2 std, 2 std] through transformers' init guards (skips loaded tensors)."""
+    return init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+
+
+def xavier_uniform_flat_(tensor: torch.Tensor) -> torch.Tensor:
+    """xavier_uniform on the [out, prod(in)] view (MAE's patch projection init), honouring init guards."""
+    if getattr(tensor, "_is_hf_initialized", False):
+        return tensor
+    fan_out, fan_in = tensor.shape[0], math.prod(tensor.shape[1:])
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return init.uniform_(tensor, -bound, bound)

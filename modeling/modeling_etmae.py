@@ -1,0 +1,532 @@
+# Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
+"""ETMAE: tiny ViT masked autoencoders distilled from a frozen MAE teacher (Dassum, Librandi, Paez).
+
+The encoder and decoder follow facebookresearch/mae ``models_mae.py`` step by step (``patchify``,
+``random_masking``, ``forward_encoder``, ``forward_decoder``, ``forward_loss``) with timm/MAE parameter
+names, so MAE, medical_mae and timm checkpoints convert by renaming only. The distillation term is
+DMAE's feature alignment (Bai et al.): the student's block-``k_S`` output, projected to the teacher's
+width, is matched with L1 to the teacher's block-``k_T`` output on the SAME visible patches.
+
+Ships to the Hub as remote code: imports only torch and transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import ModelOutput
+
+from ..configuration.configuration_etmae import ETMAEConfig
+from .layers import (
+    MedMAEPreTrainedModel,
+    Mlp,
+    ViTBlock,
+    check_pixel_values,
+    get_2d_sincos_pos_embed,
+    interpolate_pos_embed,
+    trunc_normal_init_,
+    xavier_uniform_flat_,
+)
+
+
+@dataclass
+class ETMAEModelOutput(ModelOutput):
+    """Encoder output.
+
+    Args:
+        last_hidden_state: [B, 1 + kept, D] tokens after the final norm (CLS first); kept = all patches without masking.
+        mask: [B, L] 1 = removed, 0 = kept, raster order (None without masking).
+        ids_restore: [B, L] permutation that undoes the shuffle (None without masking).
+        hidden_states: tuple of [B, 1 + kept, D]; index 0 = embeddings, index k = output of block k-1 (pre-norm).
+        attentions: tuple of [B, heads, N, N] per block when requested.
+    """
+
+    last_hidden_state: Optional[torch.FloatTensor] = None
+    mask: Optional[torch.LongTensor] = None
+    ids_restore: Optional[torch.LongTensor] = None
+    hidden_states: Optional[tuple[torch.FloatTensor, ...]] = None
+    attentions: Optional[tuple[torch.FloatTensor, ...]] = None
+
+
+@dataclass
+class ETMAEForPreTrainingOutput(ModelOutput):
+    """Pre-training output: ``loss = reconstruction_loss + distill_weight * distillation_loss``.
+
+    Args:
+        logits: [B, L, patch_size**2 * C] predicted pixels of every patch (normalised if ``norm_pix_loss``).
+        mask, ids_restore: as in ``ETMAEModelOutput``.
+        distillation_loss: None when no teacher is attached.
+    """
+
+    loss: Optional[torch.FloatTensor] = None
+    reconstruction_loss: Optional[torch.FloatTensor] = None
+    distillation_loss: Optional[torch.FloatTensor] = None
+    logits: Optional[torch.FloatTensor] = None
+    mask: Optional[torch.LongTensor] = None
+    ids_restore: Optional[torch.LongTensor] = None
+    hidden_states: Optional[tuple[torch.FloatTensor, ...]] = None
+    attentions: Optional[tuple[torch.FloatTensor, ...]] = None
+
+
+def random_masking(x: torch.Tensor, mask_ratio: float, noise: Optional[torch.Tensor] = None):
+    """Per-sample random masking by argsort of noise (MAE ``random_masking``).
+
+    x: [B, L, D]; noise: [B, L] (uniform [0, 1) when None; small noise = keep).
+    Returns x_masked [B, int(L * (1 - mask_ratio)), D], mask [B, L] (1 = removed), ids_restore [B, L].
+    """
+    batch, length, dim = x.shape
+    len_keep = int(length * (1 - mask_ratio))
+    if noise is None:
+        noise = torch.rand(batch, length, device=x.device)
+    elif noise.shape != (batch, length):
+        raise ValueError(f"noise must have shape [batch, num_patches] = {[batch, length]}, got {list(noise.shape)}")
+    ids_shuffle = torch.argsort(noise.to(x.device), dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    x_masked = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
+    mask = torch.ones(batch, length, device=x.device, dtype=x.dtype)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    return x_masked, mask, ids_restore
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding: Conv2d(k = s = patch_size). [B, C, H, W] -> [B, (H/p)*(W/p), D]."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def _drop_path_rates(config: ETMAEConfig) -> list[float]:
+    """Stochastic depth increasing linearly from 0 to ``drop_path_rate`` over the blocks (timm)."""
+    n = config.num_hidden_layers
+    return [config.drop_path_rate * i / max(n - 1, 1) for i in range(n)]
+
+
+class ETMAEPreTrainedModel(MedMAEPreTrainedModel):
+    config_class = ETMAEConfig
+    config: ETMAEConfig
+    base_model_prefix = "etmae"
+    _no_split_modules = ["ViTBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """MAE initialisation: xavier-uniform linear layers (fused qkv as one matrix), xavier on the flattened
+        patch projection, normal(0.02) cls/mask tokens, LayerNorm (1, 0), fixed sin-cos position tables."""
+        if isinstance(module, nn.Linear) and module is getattr(self, "classifier", None):
+            trunc_normal_init_(module.weight, std=self.config.classifier_init_std)  # MAE fine-tuning head
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, PatchEmbed):
+            xavier_uniform_flat_(module.proj.weight)
+            init.zeros_(module.proj.bias)
+        elif isinstance(module, ETMAEModel):
+            grid = module.grid_size
+            init.copy_(module.pos_embed, get_2d_sincos_pos_embed(module.pos_embed.shape[-1], *grid, cls_token=True)[None])
+            init.normal_(module.cls_token, std=self.config.initializer_range)
+        elif isinstance(module, ETMAEDecoder):
+            grid = module.grid_size
+            init.copy_(module.pos_embed, get_2d_sincos_pos_embed(module.pos_embed.shape[-1], *grid, cls_token=True)[None])
+            init.normal_(module.mask_token, std=self.config.initializer_range)
+
+
+class ETMAEModel(ETMAEPreTrainedModel):
+    """The ViT encoder (features). Masking happens only when ``mask_ratio`` or ``noise`` is given; without it,
+    tokens keep their raster order (no shuffle), which is what fine-tuning and feature extraction need.
+
+    ``use_final_norm=False`` drops the final LayerNorm (MAE fine-tuning with global average pooling, which
+    normalises the pooled vector with ``fc_norm`` instead).
+    """
+
+    def __init__(self, config: ETMAEConfig, use_final_norm: bool = True):
+        super().__init__(config)
+        self.grid_size = (config.image_size // config.patch_size,) * 2
+        num_patches = self.grid_size[0] * self.grid_size[1]
+        self.patch_embed = PatchEmbed(config.patch_size, config.num_channels, config.hidden_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        # Fixed sin-cos table, a Parameter without gradient as in MAE (counted in parameters, saved in checkpoints).
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, config.hidden_size), requires_grad=False)
+        rates = _drop_path_rates(config)
+        self.blocks = nn.ModuleList(
+            ViTBlock(config, config.hidden_size, config.num_attention_heads, config.intermediate_size, rates[i])
+            for i in range(config.num_hidden_layers)
+        )
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_final_norm else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> PatchEmbed:
+        return self.patch_embed
+
+    def position_embedding(self, height: int, width: int, interpolate_pos_encoding: bool) -> torch.Tensor:
+        """[1, 1 + h*w, D] position table for an input of ``height`` x ``width`` pixels."""
+        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        if grid == self.grid_size:
+            return self.pos_embed
+        return interpolate_pos_embed(self.pos_embed, self.grid_size, grid)
+
+    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """Patch embedding plus position (before masking, as in MAE). [B, C, H, W] -> [B, L, D] (no CLS)."""
+        check_pixel_values(pixel_values, self.config.num_channels, self.config.patch_size,
+                           None if interpolate_pos_encoding else self.config.image_size)
+        pos = self.position_embedding(*pixel_values.shape[-2:], interpolate_pos_encoding)
+        x = self.patch_embed(pixel_values.to(self.patch_embed.proj.weight.dtype))
+        return x + pos[:, 1:]
+
+    def prepend_cls(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, N, D] -> [B, 1 + N, D] with ``cls_token + pos_embed[:, :1]`` first."""
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        return torch.cat([cls, x], dim=1)
+
+    def forward_encoder(
+        self,
+        pixel_values: torch.Tensor,
+        mask_ratio: Optional[float] = None,
+        noise: Optional[torch.Tensor] = None,
+        num_blocks: Optional[int] = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ):
+        """Embed, mask (when asked), prepend CLS and run the first ``num_blocks`` blocks (all by default).
+
+        Returns (x [B, 1 + kept, D] pre-norm, mask, ids_restore, hidden_states tuple, attentions tuple).
+        Stopping early (``num_blocks``) is how a distillation teacher avoids computing unused blocks.
+        """
+        x = self.embed(pixel_values, interpolate_pos_encoding)
+        mask = ids_restore = None
+        if mask_ratio is None and noise is not None:
+            mask_ratio = self.config.mask_ratio
+        if mask_ratio is not None and mask_ratio > 0:
+            x, mask, ids_restore = random_masking(x, mask_ratio, noise)
+        x = self.prepend_cls(x)
+        hidden_states = (x,) if output_hidden_states else None
+        attentions = () if output_attentions else None
+        for block in self.blocks[: num_blocks if num_blocks is not None else len(self.blocks)]:
+            x, weights = block(x, output_attentions=output_attentions)
+            if output_hidden_states:
+                hidden_states = hidden_states + (x,)
+            if output_attentions:
+                attentions = attentions + (weights,)
+        return x, mask, ids_restore, hidden_states, attentions
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        noise: Optional[torch.Tensor] = None,
+        mask_ratio: Optional[float] = None,
+        output_hidden_states: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: Optional[bool] = None,
+    ):
+        """pixel_values: [B, C, H, W]. ``noise`` [B, L] / ``mask_ratio`` switch on MAE masking."""
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        x, mask, ids_restore, hidden_states, attentions = self.forward_encoder(
+            pixel_values, mask_ratio, noise, None, output_hidden_states, output_attentions, interpolate_pos_encoding
+        )
+        if self.norm is not None:
+            x = self.norm(x)
+        out = ETMAEModelOutput(x, mask, ids_restore, hidden_states, attentions)
+        return out if return_dict else out.to_tuple()
+
+
+class ETMAEDecoder(nn.Module):
+    """MAE decoder: embed to decoder width, insert mask tokens, unshuffle, add sin-cos positions, blocks, predict pixels.
+
+    Parameter names: ``embed``, ``mask_token``, ``pos_embed``, ``blocks``, ``norm``, ``pred``
+    (MAE: ``decoder_embed``, ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks``, ``decoder_norm``, ``decoder_pred``).
+    """
+
+    def __init__(self, config: ETMAEConfig):
+        super().__init__()
+        self.config = config
+        dim = config.decoder_hidden_size
+        self.grid_size = (config.image_size // config.patch_size,) * 2
+        num_patches = self.grid_size[0] * self.grid_size[1]
+        self.embed = nn.Linear(config.hidden_size, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim), requires_grad=False)
+        self.blocks = nn.ModuleList(
+            ViTBlock(config, dim, config.decoder_num_attention_heads, config.decoder_intermediate_size)
+            for _ in range(config.decoder_num_hidden_layers)
+        )
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.pred = nn.Linear(dim, config.patch_size**2 * config.num_channels)
+
+    def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor, grid: Optional[tuple[int, int]] = None):
+        """latent: [B, 1 + kept, D] (after the encoder norm); ids_restore: [B, L]. Returns [B, L, p*p*C]."""
+        x = self.embed(latent)
+        batch, length = ids_restore.shape
+        mask_tokens = self.mask_token.to(x.dtype).expand(batch, length + 1 - x.shape[1], -1)
+        x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)
+        x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[2]))  # unshuffle
+        x = torch.cat([x[:, :1], x_], dim=1)
+        pos = self.pos_embed if grid is None else interpolate_pos_embed(self.pos_embed, self.grid_size, grid)
+        x = x + pos
+        for block in self.blocks:
+            x, _ = block(x)
+        return self.pred(self.norm(x))[:, 1:]
+
+
+class ETMAEForPreTraining(ETMAEPreTrainedModel):
+    """MAE pre-training of the ViT encoder, with ETMAE's feature distillation when a teacher is attached.
+
+    ``set_teacher(teacher)`` attaches a frozen ``ETMAEModel`` (or the encoder of an ``ETMAEForPreTraining``) of
+    any width; ``medmae.modeling.convert.load_teacher`` builds one from a medmae folder, a MAE / medical_mae
+    ``.pth`` file or a transformers ``ViTMAE`` model. The teacher is never part of ``state_dict``.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^distill_proj\."]
+
+    def __init__(self, config: ETMAEConfig):
+        super().__init__(config)
+        self.etmae = ETMAEModel(config)
+        self.decoder = ETMAEDecoder(config)
+        if config.teacher_hidden_size:
+            if config.distill_projection == "linear":
+                self.distill_proj = nn.Linear(config.hidden_size, config.teacher_hidden_size)
+            else:
+                self.distill_proj = Mlp(config.hidden_size, config.teacher_hidden_size, config.teacher_hidden_size)
+        else:
+            self.distill_proj = None
+        self._teacher: list = []  # a list keeps the teacher out of modules, parameters and state_dict
+        self.post_init()
+
+    # ---- teacher -------------------------------------------------------------------------------
+    @property
+    def teacher(self) -> Optional[ETMAEModel]:
+        return self._teacher[0] if self._teacher else None
+
+    def set_teacher(self, teacher: Optional[nn.Module], image_mean=None, image_std=None) -> None:
+        """Attach a frozen teacher encoder (eval mode, no gradients) or detach it with ``None``.
+
+        ``image_mean`` / ``image_std``: the input normalisation the teacher was trained with (medical_mae:
+        0.5056 / 0.252); the student's inputs are re-normalised to it when it differs from ``config.image_mean``.
+        """
+        if teacher is None:
+            self._teacher = []
+            return
+        if isinstance(teacher, ETMAEForPreTraining):
+            teacher = teacher.etmae
+        if not isinstance(teacher, ETMAEModel):
+            raise TypeError(
+                f"teacher must be an ETMAEModel or ETMAEForPreTraining, got {type(teacher).__name__}; "
+                "convert other checkpoints with medmae.modeling.convert.load_teacher"
+            )
+        if self.distill_proj is None or teacher.config.hidden_size != self.config.teacher_hidden_size:
+            raise ValueError(
+                f"teacher width {teacher.config.hidden_size} does not match config.teacher_hidden_size "
+                f"{self.config.teacher_hidden_size} (the projection head's output size)"
+            )
+        if self.config.teacher_align_layer >= teacher.config.num_hidden_layers:
+            raise ValueError(f"teacher_align_layer {self.config.teacher_align_layer} is beyond the teacher's depth "
+                             f"({teacher.config.num_hidden_layers} blocks)")
+        if (teacher.config.patch_size, teacher.config.num_channels) != (self.config.patch_size, self.config.num_channels):
+            raise ValueError("teacher and student must share patch size and channels to share one mask")
+        teacher.requires_grad_(False)
+        teacher.eval()
+        param = next(self.parameters())
+        teacher.to(device=param.device)
+        self._teacher = [teacher]
+        if image_mean is not None:
+            self.config.teacher_image_mean = list(image_mean)
+        if image_std is not None:
+            self.config.teacher_image_std = list(image_std)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher stays in eval mode
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self._teacher:
+            self._teacher[0]._apply(fn, *args, **kwargs)  # .to(device) moves the teacher too
+        return self
+
+    def teacher_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Re-normalise student inputs to the teacher's statistics: x_t = (x * std_s + mean_s - mean_t) / std_t."""
+        mean_t, std_t = self.config.teacher_image_mean, self.config.teacher_image_std
+        if mean_t is None and std_t is None:
+            return pixel_values
+        view = (1, -1, 1, 1)
+        mean_s = pixel_values.new_tensor(self.config.image_mean).view(view)
+        std_s = pixel_values.new_tensor(self.config.image_std).view(view)
+        mean_t = pixel_values.new_tensor(mean_t if mean_t is not None else self.config.image_mean).view(view)
+        std_t = pixel_values.new_tensor(std_t if std_t is not None else self.config.image_std).view(view)
+        return ((pixel_values * std_s + mean_s) - mean_t) / std_t
+
+    # ---- MAE steps -------------------------------------------------------------------------------
+    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] -> [B, L, p*p*C] (channel fastest, as in MAE)."""
+        p, c = self.config.patch_size, self.config.num_channels
+        b, _, height, width = imgs.shape
+        h, w = height // p, width // p
+        x = imgs.reshape(b, c, h, p, w, p)
+        return torch.einsum("nchpwq->nhwpqc", x).reshape(b, h * w, p * p * c)
+
+    def unpatchify(self, x: torch.Tensor, grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        """[B, L, p*p*C] -> [B, C, H, W] (inverse of ``patchify``)."""
+        p, c = self.config.patch_size, self.config.num_channels
+        h, w = grid if grid is not None else self.etmae.grid_size
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
+
+    def forward_loss(self, pixel_values: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked-patch MSE (MAE ``forward_loss``; ETMAE eq. (1) L_MAE), in fp32.
+
+        pred: [B, L, p*p*C]; mask: [B, L] with 1 = removed. Only removed patches count.
+        """
+        target = self.patchify(pixel_values).float()
+        if self.config.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1.0e-6) ** 0.5
+        loss = ((pred.float() - target) ** 2).mean(dim=-1)
+        mask = mask.float()
+        return (loss * mask).sum() / mask.sum()
+
+    def distillation_loss(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+        """ETMAE eq. (2) L_dist: loss(normalise(proj(z_S)), normalise(z_T)) over tokens and channels, in fp32.
+
+        student_features: [B, N, D_s] (block ``student_align_layer``), teacher_features: [B, N, D_t].
+        """
+        if not self.config.distill_include_cls:
+            student_features, teacher_features = student_features[:, 1:], teacher_features[:, 1:]
+        projected = self.distill_proj(student_features).float()
+        target = teacher_features.detach().float()
+        if self.config.distill_normalize:
+            projected, target = F.normalize(projected, dim=-1), F.normalize(target, dim=-1)
+        if self.config.distill_loss == "l1":
+            return F.l1_loss(projected, target)
+        if self.config.distill_loss == "l2":
+            return F.mse_loss(projected, target)
+        return F.smooth_l1_loss(projected, target)
+
+    @torch.no_grad()
+    def forward_teacher(self, pixel_values: torch.Tensor, noise: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+        """Teacher features at ``teacher_align_layer`` on the student's visible patches (same noise, same mask);
+        blocks after the align layer are never computed. Returns [B, 1 + kept, D_t]."""
+        teacher = self.teacher
+        x, *_ = teacher.forward_encoder(
+            self.teacher_inputs(pixel_values), mask_ratio, noise, num_blocks=self.config.teacher_align_layer + 1
+        )
+        return x
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        noise: Optional[torch.Tensor] = None,
+        mask_ratio: Optional[float] = None,
+        output_hidden_states: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: Optional[bool] = None,
+    ):
+        """pixel_values: [B, C, H, W] normalised images. noise: [B, L] (drawn when None and shared with the teacher).
+
+        Returns ``ETMAEForPreTrainingOutput`` with ``loss = L_MAE + distill_weight * L_dist`` (ETMAE eq. (3)).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        mask_ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"pre-training needs 0 < mask_ratio < 1, got {mask_ratio}")
+        height, width = pixel_values.shape[-2:]
+        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        if noise is None:
+            noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
+        distill = self.teacher is not None
+        need_states = output_hidden_states or distill
+        x, mask, ids_restore, hidden_states, attentions = self.etmae.forward_encoder(
+            pixel_values, mask_ratio, noise, None, need_states, bool(output_attentions), interpolate_pos_encoding
+        )
+        latent = self.etmae.norm(x)
+        pred = self.decoder(latent, ids_restore, None if grid == self.etmae.grid_size else grid)
+        reconstruction_loss = self.forward_loss(pixel_values, pred, mask)
+        distillation_loss = None
+        loss = reconstruction_loss
+        if distill:
+            teacher_features = self.forward_teacher(pixel_values, noise, mask_ratio)
+            distillation_loss = self.distillation_loss(hidden_states[self.config.student_align_layer + 1], teacher_features)
+            loss = loss + self.config.distill_weight * distillation_loss
+        out = ETMAEForPreTrainingOutput(
+            loss=loss,
+            reconstruction_loss=reconstruction_loss,
+            distillation_loss=distillation_loss,
+            logits=pred,
+            mask=mask,
+            ids_restore=ids_restore,
+            hidden_states=hidden_states if output_hidden_states else None,
+            attentions=attentions,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+class ETMAEForImageClassification(ETMAEPreTrainedModel):
+    """ViT classifier for fine-tuning (MAE ``models_vit.py``): no masking, mean of patch tokens -> ``fc_norm`` ->
+    ``classifier`` (``global_pool="avg"``), or CLS after the final norm (``global_pool="cls"``).
+
+    ``problem_type="multi_label_classification"`` uses BCE with logits (NIH ChestX-ray14, CheXpert).
+    """
+
+    accepts_loss_kwargs = False  # Trainer must not rescale the loss under DDP
+
+    def __init__(self, config: ETMAEConfig):
+        super().__init__(config)
+        avg = config.global_pool == "avg"
+        self.etmae = ETMAEModel(config, use_final_norm=not avg)
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if avg else None
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs):
+        """Pooled, normalised features [B, D] and the encoder output."""
+        outputs = self.etmae(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs)
+        tokens = outputs.last_hidden_state
+        pooled = self.fc_norm(tokens[:, 1:].mean(dim=1)) if self.fc_norm is not None else tokens[:, 0]
+        return pooled, outputs
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+        output_hidden_states: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: Optional[bool] = None,
+    ):
+        """pixel_values: [B, C, H, W]; labels: [B] class ids or [B, num_labels] multi-hot floats."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        pooled, outputs = self.forward_features(
+            pixel_values, interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+        )
+        logits = self.classifier(pooled)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels.to(logits.device), logits.float(), self.config)
+        out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                    attentions=outputs.attentions)
+        return out if return_dict else out.to_tuple()

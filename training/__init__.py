@@ -1,0 +1,1 @@
+"""Data loaders, transforms, metrics, Accelerate training scripts and the ``medmae`` command line."""
