@@ -1,0 +1,349 @@
+# Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
+"""Arguments of the training scripts (``transformers.HfArgumentParser`` dataclasses) and the papers'
+recipes as named presets -- the one place where both live.
+
+Precedence, lowest first: dataclass defaults < ``--preset NAME`` < ``--config FILE`` (YAML or JSON) <
+explicit command-line flags. A preset is a plain dict of field values, so ``medmae pretrain --preset busi
+--num_epochs 10`` is the BUSI recipe with 10 epochs.
+
+Recipe sources (``design/method-notes.md``):
+
+* SDDA-MAE (section 5.1, A12-A13): pre-training AdamW (0.9, 0.95), lr 2e-4 absolute, wd 0.05, per-iteration
+  cosine with a 10 % warm-up, 400 / 200 epochs, batch 24 / 12 (SIIM-ACR / BUSI), mask ratio 0.6, 512 px.
+  Fine-tuning SIIM-ACR: AdamW + cosine, lr 1.5e-3, 100 epochs, batch 24. Fine-tuning BUSI: lr 0.01 read as
+  an SGD rate (momentum 0.9, wd 1e-4, poly 0.9; A12), 50 epochs, batch 12.
+* ETMAE (sections 3.3-3.5): distillation = DMAE recipe, base lr 1.5e-4 scaled by effective batch / 256,
+  AdamW (0.9, 0.95), wd 0.05, 100 epochs, 20 warm-up epochs, mask 0.75, per-GPU batch 32 (x4 accumulation
+  in the ETMAE scripts). Teacher MAE pre-training = medical_mae recipe (mask 0.9, blr 1.5e-4, warm-up 40,
+  800 epochs). Fine-tuning = medical_mae: blr 2.5e-4, layer decay 0.55, wd 0.05, AdamW (0.9, 0.999),
+  5 warm-up epochs, min lr 1e-5, drop path 0.2, mean-pool head, BCE, 100 epochs (ETMAE paper), batch 32.
+  Chest X-ray statistics 0.5056 / 0.252 (medical_mae), which the released teachers expect.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+FAMILIES = ("etmae", "sdda_mae")
+TASKS = {
+    "pretrain": ("pretraining", "distillation"),
+    "finetune": ("multilabel_classification", "segmentation_classification"),
+}
+
+
+@dataclass
+class ModelArguments:
+    family: str = field(default="sdda_mae", metadata={"help": "model family: etmae | sdda_mae"})
+    task: Optional[str] = field(default=None, metadata={
+        "help": "pretrain: pretraining | distillation (ETMAE with --teacher); finetune: multilabel_classification "
+                "(ETMAE) | segmentation_classification (SDDA-MAE). Default: derived from family and --teacher."})
+    model_preset: str = field(default="tiny_test", metadata={
+        "help": "size preset of the model config (ETMAEConfig / SDDAMAEConfig .from_preset)"})
+    config_overrides: Optional[str] = field(default=None, metadata={
+        "help": "JSON dict of config fields that override the preset, e.g. '{\"hidden_size\": 64}'"})
+    init_from: Optional[str] = field(default=None, metadata={
+        "help": "finetune: the pre-training run folder or its final/ folder (or any converted checkpoint "
+                "folder); pretrain: continue from weights"})
+    transfer: str = field(default="encoder_decoder", metadata={
+        "help": "SDDA-MAE fine-tuning transfer: encoder_decoder (paper) | encoder ('Only Encoder' ablation)"})
+    teacher: Optional[str] = field(default=None, metadata={
+        "help": "ETMAE distillation teacher: a medmae run/final folder, a transformers ViTMAE folder or a "
+                "MAE / medical_mae .pth file"})
+    teacher_num_heads: Optional[int] = field(default=None, metadata={"help": "heads of a .pth teacher"})
+    teacher_normalization: Optional[str] = field(default=None, metadata={
+        "help": "statistics the teacher was trained with: imagenet | cxr | half (default: the teacher's config)"})
+    mask_ratio: Optional[float] = field(default=None, metadata={"help": "pre-training mask ratio (default: config)"})
+    drop_path_rate: Optional[float] = field(default=None, metadata={"help": "stochastic depth (fine-tuning)"})
+    normalization: Optional[str] = field(default=None, metadata={
+        "help": "input statistics of the model: imagenet | cxr | half (default: the model config's)"})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="synthetic_ultrasound", metadata={
+        "help": "busi | siim_acr | chestxray14 | chexpert | synthetic_ultrasound | synthetic_cxr"})
+    data_root: Optional[str] = field(default=None, metadata={"help": "dataset folder as published (real sets)"})
+    dataset_kwargs: Optional[str] = field(default=None, metadata={
+        "help": "JSON dict passed to the loader, e.g. '{\"num_images\": 400}' or '{\"uncertainty\": \"ones\"}'"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the train/validation/test split"})
+    manifest: Optional[str] = field(default=None, metadata={"help": "split manifest to rebuild exact splits"})
+    image_size: Optional[int] = field(default=None, metadata={"help": "input size (default: model config)"})
+    crop_scale_min: Optional[float] = field(default=None, metadata={
+        "help": "random resized crop lower scale for training (0 or None: no crop)"})
+    hflip: bool = field(default=True, metadata={"help": "random horizontal flip for training"})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "truncate the training split"})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "truncate validation/test splits"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers"})
+
+
+@dataclass
+class OptimizationArguments:
+    optimizer: str = field(default="adamw", metadata={"help": "adamw | sgd"})
+    lr: Optional[float] = field(default=None, metadata={"help": "absolute peak learning rate"})
+    blr: Optional[float] = field(default=None, metadata={
+        "help": "base learning rate; lr = blr * effective batch / 256 (MAE) when --lr is not given"})
+    min_lr: float = field(default=0.0, metadata={"help": "floor of the cosine schedule"})
+    weight_decay: float = field(default=0.05)
+    adam_beta1: float = field(default=0.9)
+    adam_beta2: float = field(default=0.95)
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    layer_decay: Optional[float] = field(default=None, metadata={
+        "help": "layer-wise lr decay (ETMAE fine-tuning: 0.55, timm param_groups_lrd semantics)"})
+    scheduler: str = field(default="cosine", metadata={"help": "cosine | poly | constant (per iteration)"})
+    poly_power: float = field(default=0.9)
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length in epochs (per iteration)"})
+    warmup_ratio: Optional[float] = field(default=None, metadata={"help": "warm-up as a fraction of all steps"})
+    num_epochs: int = field(default=1)
+    max_steps: Optional[int] = field(default=None, metadata={"help": "stop after this many optimizer steps"})
+    batch_size: int = field(default=8, metadata={"help": "per-device batch size"})
+    gradient_accumulation_steps: int = field(default=1)
+    max_grad_norm: Optional[float] = field(default=None, metadata={"help": "clip gradients to this norm"})
+
+
+@dataclass
+class RunArguments:
+    output_dir: str = field(default="runs/medmae", metadata={"help": "run folder"})
+    preset: Optional[str] = field(default=None, metadata={"help": "named recipe (see --list_presets)"})
+    config: Optional[str] = field(default=None, metadata={"help": "YAML or JSON file of arguments"})
+    seed: int = field(default=0)
+    mixed_precision: str = field(default="auto", metadata={
+        "help": "auto | no | bf16 | fp16. auto: bf16 on CUDA with bf16 support, fp32 elsewhere (on CPUs, "
+                "use bf16 explicitly where AMX/avx512_bf16 makes it faster)"})
+    num_threads: Optional[int] = field(default=None, metadata={
+        "help": "torch CPU threads; default 1 for models under 5M parameters (thread start-up costs more than "
+                "it saves on tiny matrices), torch's default otherwise"})
+    cpu: bool = field(default=False, metadata={"help": "force the CPU even when an accelerator is present"})
+    save_steps: int = field(default=0, metadata={"help": "checkpoint every N optimizer steps (0: end only)"})
+    save_total_limit: int = field(default=2, metadata={"help": "step checkpoints kept (newest)"})
+    eval_steps: int = field(default=0, metadata={"help": "evaluate on validation every N steps (0: each epoch)"})
+    logging_steps: int = field(default=10)
+    resume: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoints/step_* path"})
+    metric_for_best: Optional[str] = field(default=None, metadata={
+        "help": "validation metric that selects the best checkpoint (default per task; 'none' keeps the last)"})
+    eval_test: bool = field(default=True, metadata={"help": "evaluate the chosen model on the test split at the end"})
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
+    figures: bool = field(default=True, metadata={"help": "write PNG figures to figures/"})
+    progress_bar: bool = field(default=True)
+    debug_nan_at_step: Optional[int] = field(default=None, metadata={
+        "help": "testing hook: make the loss NaN at this optimizer step"})
+    debug_step_delay: float = field(default=0.0, metadata={"help": "testing hook: sleep seconds per batch"})
+
+
+@dataclass
+class EvaluateArguments:
+    model: str = field(default="", metadata={"help": "a final/ folder (or a run folder)"})
+    dataset: str = field(default="synthetic_ultrasound")
+    data_root: Optional[str] = field(default=None)
+    dataset_kwargs: Optional[str] = field(default=None)
+    split_seed: int = field(default=0)
+    manifest: Optional[str] = field(default=None)
+    split: str = field(default="test", metadata={"help": "train | validation | test"})
+    batch_size: int = field(default=16)
+    output_dir: Optional[str] = field(default=None, metadata={"help": "where metrics.json/.md go (default: model)"})
+    mixed_precision: str = field(default="no")
+    num_threads: Optional[int] = field(default=None)
+    cpu: bool = field(default=False)
+    max_eval_samples: Optional[int] = field(default=None)
+    num_workers: int = field(default=0)
+
+
+TRAIN_DATACLASSES = (ModelArguments, DataArguments, OptimizationArguments, RunArguments)
+
+# ----------------------------------------------------------------------------------------------------
+# Named presets (the papers' recipes)
+# ----------------------------------------------------------------------------------------------------
+_SDDA_PRE = dict(family="sdda_mae", task="pretraining", model_preset="sdda_mae_512", optimizer="adamw", lr=2e-4,
+                 weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.95, scheduler="cosine", warmup_ratio=0.1,
+                 mask_ratio=0.6, crop_scale_min=0.5, normalization="imagenet")
+_SDDA_FT = dict(family="sdda_mae", task="segmentation_classification", model_preset="sdda_mae_512",
+                transfer="encoder_decoder", crop_scale_min=0.5, metric_for_best="dice", normalization="imagenet")
+_ETMAE_DISTILL = dict(family="etmae", task="distillation", model_preset="vit_tiny_patch16_dec512d2b", optimizer="adamw",
+                      blr=1.5e-4, weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.95, scheduler="cosine",
+                      warmup_epochs=20, num_epochs=100, batch_size=32, gradient_accumulation_steps=4,
+                      mask_ratio=0.75, normalization="cxr", teacher_normalization="cxr")
+_ETMAE_TEACHER = dict(family="etmae", task="pretraining", model_preset="vit_small_patch16_dec512d2b",
+                      optimizer="adamw", blr=1.5e-4, weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.95,
+                      scheduler="cosine", warmup_epochs=40, num_epochs=800, batch_size=256, mask_ratio=0.9,
+                      crop_scale_min=0.5, normalization="cxr")
+_ETMAE_FT = dict(family="etmae", task="multilabel_classification", model_preset="vit_tiny_patch16_dec512d2b",
+                 optimizer="adamw", blr=2.5e-4, layer_decay=0.55, weight_decay=0.05, adam_beta1=0.9,
+                 adam_beta2=0.999, scheduler="cosine", warmup_epochs=5, min_lr=1e-5, drop_path_rate=0.2,
+                 num_epochs=100, batch_size=32, crop_scale_min=0.08, normalization="cxr", metric_for_best="mauc")
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "pretrain": {
+        "busi": dict(_SDDA_PRE, dataset="busi", num_epochs=200, batch_size=12),
+        "siim_acr": dict(_SDDA_PRE, dataset="siim_acr", num_epochs=400, batch_size=24),
+        "chestxray14": dict(_ETMAE_DISTILL, dataset="chestxray14"),
+        "chexpert": dict(_ETMAE_DISTILL, dataset="chexpert"),
+        "chestxray14_teacher": dict(_ETMAE_TEACHER, dataset="chestxray14"),
+        "chexpert_teacher": dict(_ETMAE_TEACHER, dataset="chexpert"),
+        # Laptop-sized runs on the synthetic sets (what `medmae demo` runs, in its full-size setting).
+        "demo": dict(family="sdda_mae", task="pretraining", dataset="synthetic_ultrasound", model_preset="tiny_test",
+                     optimizer="adamw", lr=2e-3, weight_decay=0.05, adam_beta2=0.95, scheduler="cosine",
+                     warmup_ratio=0.1, num_epochs=8, batch_size=16, mask_ratio=0.6,
+                     dataset_kwargs='{"num_images": 400, "image_size": 64}'),
+        "demo_etmae_teacher": dict(family="etmae", task="pretraining", dataset="synthetic_cxr",
+                                   model_preset="tiny_test", optimizer="adamw", blr=1.5e-3, weight_decay=0.05,
+                                   scheduler="cosine", warmup_ratio=0.1, num_epochs=10, batch_size=32,
+                                   mask_ratio=0.75, dataset_kwargs='{"num_images": 600, "image_size": 32}'),
+    },
+    "finetune": {
+        "busi": dict(_SDDA_FT, dataset="busi", optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4,
+                     scheduler="poly", poly_power=0.9, num_epochs=50, batch_size=12),
+        "siim_acr": dict(_SDDA_FT, dataset="siim_acr", optimizer="adamw", lr=1.5e-3, weight_decay=0.05,
+                         adam_beta1=0.9, adam_beta2=0.999, scheduler="cosine", warmup_ratio=0.1, num_epochs=100,
+                         batch_size=24),
+        "chestxray14": dict(_ETMAE_FT, dataset="chestxray14"),
+        "chexpert": dict(_ETMAE_FT, dataset="chexpert", dataset_kwargs='{"uncertainty": "mixed"}'),
+        "demo": dict(family="sdda_mae", task="segmentation_classification", dataset="synthetic_ultrasound",
+                     model_preset="tiny_test", optimizer="adamw", lr=2e-3, weight_decay=0.05, adam_beta2=0.999,
+                     scheduler="cosine", warmup_ratio=0.1, num_epochs=10, batch_size=16, metric_for_best="dice",
+                     dataset_kwargs='{"num_images": 400, "image_size": 64}'),
+        "demo_etmae": dict(family="etmae", task="multilabel_classification", dataset="synthetic_cxr",
+                           model_preset="tiny_test", optimizer="adamw", blr=2e-3, layer_decay=0.75,
+                           weight_decay=0.05, adam_beta2=0.999, scheduler="cosine", warmup_ratio=0.1,
+                           num_epochs=10, batch_size=32, metric_for_best="mauc",
+                           dataset_kwargs='{"num_images": 600, "image_size": 32}'),
+    },
+}
+
+
+def list_presets(script: str) -> list[str]:
+    return sorted(PRESETS.get(script, {}))
+
+
+def preset_values(script: str, name: str) -> dict[str, Any]:
+    """The field values of a named recipe; ValueError naming the valid presets for an unknown name."""
+    presets = PRESETS.get(script, {})
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in presets:
+        raise ValueError(f"unknown {script} preset {name!r}; valid presets: {', '.join(sorted(presets))}")
+    return copy.deepcopy(presets[key])
+
+
+def read_config_file(path) -> dict[str, Any]:
+    """A YAML or JSON file of argument values (a flat mapping of field names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"argument file not found: {path}")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of argument names to values")
+    return values
+
+
+def _value_of(argv: Sequence[str], flag: str) -> Optional[str]:
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith(flag + "="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def _normalise_flags(argv: Sequence[str]) -> list[str]:
+    """Accept ``--num-epochs`` as well as ``--num_epochs`` (HfArgumentParser registers both for most,
+    but not for every field type)."""
+    out = []
+    for token in argv:
+        if token.startswith("--") and not token.startswith("---"):
+            name, sep, value = token[2:].partition("=")
+            token = "--" + name.replace("-", "_") + sep + value
+        out.append(token)
+    return out
+
+
+def _check_fields(values: dict, dataclass_types, source: str) -> None:
+    known = {f.name for dc in dataclass_types for f in dataclasses.fields(dc)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown argument(s) {unknown}")
+
+
+def parse_args(script: str, argv: Optional[Sequence[str]] = None, dataclass_types=TRAIN_DATACLASSES):
+    """Parse ``argv`` (default ``sys.argv[1:]``) into the dataclasses, applying ``--preset`` then ``--config``
+    as defaults below the explicit flags. Raises ValueError for an unknown preset or field."""
+    from transformers import HfArgumentParser
+
+    argv = _normalise_flags(list(sys.argv[1:] if argv is None else argv))
+    defaults: dict[str, Any] = {}
+    preset = _value_of(argv, "--preset")
+    config = _value_of(argv, "--config")
+    if config is not None:
+        file_values = read_config_file(config)
+        _check_fields(file_values, dataclass_types, str(config))
+        preset = preset or file_values.get("preset")
+    if preset is not None:
+        defaults.update(preset_values(script, preset))
+    if config is not None:
+        defaults.update(file_values)
+    defaults = {k: json.dumps(v) if isinstance(v, dict) and (k.endswith("_kwargs") or k == "config_overrides")
+                else v for k, v in defaults.items()}
+    parser = HfArgumentParser(dataclass_types)
+    parser.set_defaults(**defaults)
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
+def json_dict(text: Optional[str], name: str) -> dict:
+    """Parse a JSON-dict argument (``config_overrides``, ``dataset_kwargs``)."""
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        return dict(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--{name} must be a JSON object, got {text!r}: {error}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"--{name} must be a JSON object, got {text!r}")
+    return value
+
+
+def args_to_dict(*groups) -> dict[str, Any]:
+    """All fields of the argument dataclasses as one dict, WITHOUT absolute paths or dataset roots (this is what
+    ``run_info.json`` publishes): path-valued fields keep only their last component."""
+    out: dict[str, Any] = {}
+    for group in groups:
+        for f in dataclasses.fields(group):
+            value = getattr(group, f.name)
+            if f.name in ("data_root",):
+                value = None if value is None else "<data_root>"
+            elif f.name in ("output_dir", "init_from", "teacher", "manifest", "config", "resume", "model") \
+                    and isinstance(value, str) and value:
+                value = os.path.basename(os.path.normpath(value))
+            out[f.name] = value
+    return out
+
+
+def resolve_task(script: str, model_args: ModelArguments) -> str:
+    """The run's task from ``--task`` or from the family (and ``--teacher`` for ETMAE pre-training)."""
+    if model_args.family not in FAMILIES:
+        raise ValueError(f"unknown family {model_args.family!r}; choose one of {', '.join(FAMILIES)}")
+    task = model_args.task
+    if task is None:
+        if script == "pretrain":
+            task = "distillation" if model_args.teacher else "pretraining"
+        else:
+            task = "multilabel_classification" if model_args.family == "etmae" else "segmentation_classification"
+    if task not in TASKS[script]:
+        raise ValueError(f"{script}: unknown task {task!r}; choose one of {', '.join(TASKS[script])}")
+    if task == "distillation" and (model_args.family != "etmae" or not model_args.teacher):
+        raise ValueError("distillation is ETMAE pre-training with a teacher: pass --family etmae --teacher PATH")
+    if script == "finetune" and (task == "multilabel_classification") != (model_args.family == "etmae"):
+        raise ValueError(f"task {task!r} does not belong to family {model_args.family!r} (ETMAE: multi-label "
+                         "classification; SDDA-MAE: segmentation_classification)")
+    return task

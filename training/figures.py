@@ -1,0 +1,137 @@
+# Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
+"""PNG figures of a run (matplotlib, Agg backend): loss curves, MAE reconstructions, segmentation overlays,
+multi-label ROC curves. Every function takes plain arrays and a path and returns the path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_display(images, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalised [N, C, H, W] tensors/arrays -> [N, H, W] (grayscale) or [N, H, W, 3] in [0, 1]."""
+    x = images.detach().float().cpu().numpy() if hasattr(images, "detach") else np.asarray(images, dtype=np.float32)
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    x = np.clip(x * std + mean, 0.0, 1.0)
+    if x.shape[1] == 3 and np.allclose(x[:, 0], x[:, 1], atol=1e-3) and np.allclose(x[:, 0], x[:, 2], atol=1e-3):
+        return x[:, 0]
+    return x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
+
+
+def _show(ax, image, title: Optional[str] = None):
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def loss_curves(history: list[dict], path, title: str = "") -> Path:
+    """Training loss (and its parts) per logged step, with validation metrics on a second panel."""
+    plt = _plt()
+    train = [h for h in history if h.get("split") == "train"]
+    val = [h for h in history if h.get("split") == "validation"]
+    fig, axes = plt.subplots(1, 2 if val else 1, figsize=(10 if val else 5.5, 3.6), squeeze=False)
+    ax = axes[0, 0]
+    keys = [k for k in (train[0] if train else {}) if k not in ("step", "epoch", "split", "lr")]
+    for key in keys:
+        steps = [h["step"] for h in train if key in h]
+        ax.plot(steps, [h[key] for h in train if key in h], label=key)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{title} training".strip(), fontsize=9)
+    if keys:
+        ax.legend(fontsize=7)
+    if val:
+        ax = axes[0, 1]
+        names = [k for k in val[-1] if k not in ("step", "epoch", "split") and isinstance(val[-1][k], (int, float))]
+        for key in names[:8]:
+            ax.plot([h["step"] for h in val if key in h], [h[key] for h in val if key in h], marker="o", ms=3,
+                    label=key)
+        ax.set_xlabel("optimizer step")
+        ax.set_title("validation", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def mae_reconstructions(original: np.ndarray, masked: np.ndarray, reconstruction: np.ndarray, path,
+                        title: str = "") -> Path:
+    """Rows of (original | masked input | reconstruction with visible patches pasted back)."""
+    plt = _plt()
+    n = len(original)
+    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+    for i in range(n):
+        for j, (image, name) in enumerate(((original[i], "original"), (masked[i], "masked"),
+                                           (reconstruction[i], "reconstruction"))):
+            _show(axes[i, j], image, name if i == 0 else None)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def segmentation_overlays(images: np.ndarray, truth: np.ndarray, prediction: np.ndarray, path,
+                          captions: Optional[Sequence[str]] = None) -> Path:
+    """Each image with the ground-truth contour (green) and the predicted mask (red, translucent)."""
+    plt = _plt()
+    n = len(images)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.ravel()[i]
+        _show(ax, images[i], captions[i] if captions else None)
+        overlay = np.zeros((*prediction[i].shape, 4))
+        overlay[prediction[i] > 0] = (1.0, 0.1, 0.1, 0.4)
+        ax.imshow(overlay)
+        if truth[i].any():
+            ax.contour(truth[i] > 0, levels=[0.5], colors=["lime"], linewidths=0.8)
+    fig.suptitle("ground truth (green contour) / prediction (red)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def roc_curves(probabilities: np.ndarray, labels: np.ndarray, names: Sequence[str], path,
+               mask: Optional[np.ndarray] = None) -> Path:
+    """One ROC curve per label (labels with a single class present are skipped), AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    for k, name in enumerate(names):
+        keep = np.ones(len(labels), bool) if mask is None else mask[:, k] > 0
+        y, p = labels[keep, k], probabilities[keep, k]
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, lw=1, label=f"{name} ({roc_auc_score(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.7)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC per label (AUC)", fontsize=9)
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,172 @@
+# Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
+"""Fine-tuning with Accelerate.
+
+* SDDA-MAE: joint segmentation + classification (``SDDAMAEForSegmentationAndClassification``) from a
+  pre-training checkpoint, encoder+decoder transfer (the paper) or encoder only (``--transfer encoder``);
+  loss ``0.5 (Dice + CE) + 0.5 (CE + focal)``; best checkpoint on validation Dice.
+* ETMAE: multi-label classification (``ETMAEForImageClassification``, mean-pool head, BCE) with layer-wise
+  lr decay (0.55 in the recipe); best checkpoint on validation mAUC.
+
+    accelerate launch -m medmae.training.finetune --preset busi --data_root /data/BUSI --init_from runs/busi_pt
+    medmae finetune --preset chestxray14 --data_root /data/NIH --init_from runs/etmae_student
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .args import list_presets, parse_args, resolve_task
+from .evaluate import KINDS, classification_table, compute_metrics, label_names_of, mauc_table, predict, segmentation_table
+from .loop import (
+    TrainingTask,
+    attach_transforms,
+    load_splits,
+    model_config,
+    model_folder,
+    split_record,
+    synthetic_defaults,
+    train,
+    weights_sha256,
+)
+
+
+class FinetuneTask(TrainingTask):
+    def build(self) -> None:
+        from ..modeling.image_processing_medmae import processor_for_config
+
+        m, d = self.model_args, self.data_args
+        self.family = m.family
+        self.task = resolve_task("finetune", m)
+        self.kind = KINDS[self.task]
+        if self.metric_for_best is None and not self.run_args.metric_for_best:
+            self.metric_for_best = "mauc" if self.kind == "multilabel" else "dice"
+        image_size = self._image_size()
+        splits = load_splits(d, **synthetic_defaults(d, image_size))
+        info = getattr(splits, "medmae_split_info", {}) or {}
+        if self.kind == "multilabel":
+            num_labels = len(splits["train"][0]["labels"])
+            self.label_names = label_names_of(splits, d.dataset, num_labels)
+            self.model = self._etmae_model(self.label_names)
+        else:
+            self.label_names = list(splits["train"].features["label"].names)
+            self.model = self._sdda_model(self.label_names)
+        self.processor = processor_for_config(self.model.config)
+        self.split_info = {"split": split_record(splits, d, self.output_dir),
+                           "uncertainty_policy": info.get("uncertainty")}
+        columns = ["image", "labels"] + (["label_mask"] if "label_mask" in splits["train"].column_names else []) \
+            if self.kind == "multilabel" else ["image", "mask", "label"]
+        splits = {name: ds.select_columns(columns) for name, ds in splits.items()}
+        self.datasets = attach_transforms(splits, self.kind, self.processor, d)
+
+    # -- models --------------------------------------------------------------------------------------
+    def _image_size(self) -> int:
+        if self.model_args.init_from:
+            from transformers import AutoConfig
+
+            return AutoConfig.from_pretrained(model_folder(self.model_args.init_from)).image_size
+        return self.data_args.image_size or model_config(self.model_args, None).image_size
+
+    def _etmae_model(self, names: list[str]):
+        from ..modeling import ETMAEForImageClassification
+
+        m = self.model_args
+        fields = dict(num_labels=len(names), problem_type="multi_label_classification",
+                      id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+        if m.drop_path_rate is not None:
+            fields["drop_path_rate"] = m.drop_path_rate
+        if not m.init_from:
+            return ETMAEForImageClassification(model_config(m, self.data_args, teacher_hidden_size=None, **fields))
+        model, info = ETMAEForImageClassification.from_pretrained(model_folder(m.init_from), output_loading_info=True,
+                                                                  **fields)
+        new = sorted(info.get("missing_keys") or [])
+        if any(k.startswith("etmae.blocks") or k.startswith("etmae.patch_embed") for k in new):
+            raise ValueError(f"{m.init_from}: the encoder was not transferred (missing {new[:4]})")
+        self.transfer_report = {"initialised": new, "dropped": sorted(info.get("unexpected_keys") or [])}
+        return model
+
+    def _sdda_model(self, names: list[str]):
+        from ..modeling import SDDAMAEForSegmentationAndClassification
+
+        m = self.model_args
+        fields = dict(cls_id2label=dict(enumerate(names)), cls_label2id={n: i for i, n in enumerate(names)})
+        if m.drop_path_rate is not None:
+            fields["drop_path_rate"] = m.drop_path_rate
+        if not m.init_from:
+            return SDDAMAEForSegmentationAndClassification(model_config(m, self.data_args, **fields))
+        if m.transfer not in ("encoder_decoder", "encoder"):
+            raise ValueError(f"--transfer must be encoder_decoder or encoder, got {m.transfer!r}")
+        model = SDDAMAEForSegmentationAndClassification.from_pretraining(str(model_folder(m.init_from)),
+                                                                         transfer=m.transfer, **fields)
+        self.transfer_report = {"transferred": len(model.transferred_keys), "transfer": m.transfer}
+        return model
+
+    # -- training ------------------------------------------------------------------------------------
+    def compute_loss(self, model, batch):
+        if self.kind == "multilabel":
+            out = model(pixel_values=batch["pixel_values"])
+            logits = out.logits.float()
+            weight = batch.get("label_mask")  # CheXpert "ignore" policy: uncertain entries do not count
+            loss = F.binary_cross_entropy_with_logits(logits, batch["labels"].float(), weight=weight)
+            return loss, {}
+        out = model(pixel_values=batch["pixel_values"], labels=batch["labels"], class_labels=batch["class_labels"])
+        return out.loss, {"segmentation_loss": out.segmentation_loss, "classification_loss": out.classification_loss}
+
+    def evaluate(self, model, dataloader, accelerator) -> dict[str, float]:
+        self.last_predictions = predict(model, dataloader, accelerator, self.kind)
+        return compute_metrics(self.kind, self.last_predictions, self.label_names)
+
+    def metrics_markdown(self, metrics: dict, split: str) -> str:
+        method = f"{self.family} ({Path(self.model_args.init_from).name if self.model_args.init_from else 'scratch'})"
+        dataset = f"{self.data_args.dataset} ({split})"
+        if self.kind == "multilabel":
+            return mauc_table({method: metrics}, dataset, {method: sum(p.numel() for p in self.model.parameters())})
+        return segmentation_table({method: metrics}, dataset) + "\n" + classification_table({method: metrics}, dataset)
+
+    def figures(self, model, accelerator, figures_dir: Path) -> list[Path]:
+        from .figures import roc_curves, segmentation_overlays, to_display
+
+        preds = getattr(self, "last_predictions", None)
+        if self.kind == "multilabel":
+            if preds is None:
+                return []
+            return [roc_curves(preds["probabilities"], preds["labels"], self.label_names, figures_dir / "roc_curves.png",
+                               preds.get("label_mask"))]
+        source = self.datasets.get("test") or self.datasets.get("validation")
+        if source is None or not len(source):
+            return []
+        batch = source[: min(8, len(source))]
+        model.eval()
+        with torch.no_grad():
+            out = model(pixel_values=batch["pixel_values"].to(next(model.parameters()).device))
+        images = to_display(batch["pixel_values"], self.processor.image_mean, self.processor.image_std)
+        pred_class = out.class_logits.argmax(-1).tolist()
+        captions = [f"{self.label_names[t]} -> {self.label_names[p]}"
+                    for t, p in zip(batch["class_labels"].tolist(), pred_class)]
+        return [segmentation_overlays(images, batch["labels"].numpy(), out.logits.argmax(1).cpu().numpy(),
+                                      figures_dir / "segmentation_overlays.png", captions)]
+
+    def run_info_extra(self) -> dict:
+        extra = {"label_names": self.label_names}
+        if self.model_args.init_from:
+            extra["base_model"] = Path(self.model_args.init_from).name
+            extra["source_checkpoint_sha256"] = weights_sha256(self.model_args.init_from)
+            extra["transfer"] = getattr(self, "transfer_report", None)
+        return extra
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--list_presets" in argv or "--list-presets" in argv:
+        print("\n".join(list_presets("finetune")))
+        return {}
+    model_args, data_args, opt_args, run_args = parse_args("finetune", argv)
+    return train(FinetuneTask(model_args, data_args, opt_args, run_args))
+
+
+if __name__ == "__main__":
+    main()

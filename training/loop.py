@@ -1,0 +1,682 @@
+# Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
+"""The shared Accelerate training loop of ``pretrain`` and ``finetune`` (one concept, one place).
+
+A script describes its job as a :class:`TrainingTask` (model, data, loss, validation metrics, export,
+figures); :func:`train` runs it:
+
+* an ``Accelerator`` with mixed precision, gradient accumulation, TensorBoard, and
+  ``DataLoaderConfiguration(use_seedable_sampler=True)`` so the shuffling order is a function of
+  (seed, epoch) on every process (``dl.set_epoch(epoch)``);
+* the optimiser from :mod:`medmae.training.optim` and a per-iteration ``LambdaLR`` stepped once per
+  optimizer step (it is NOT passed to ``accelerator.prepare``, whose scheduler wrapper steps
+  ``num_processes`` times per step; it is registered for checkpointing instead);
+* ``accelerator.save_state`` checkpoints in ``checkpoints/step_N`` every ``save_steps`` optimizer steps
+  (each epoch when 0) and at the end, each completed by a ``trainer_state.json`` written last (a
+  checkpoint without it is incomplete and never resumed from);
+* ``--resume latest|PATH``: ``load_state`` restores weights, optimiser, scheduler, sampler and every RNG;
+  the interrupted epoch continues with ``accelerator.skip_first_batches``. The DataLoader owns a
+  ``torch.Generator``, so building a new iterator on resume draws nothing from the global RNG and the
+  resumed run is bitwise identical to an uninterrupted one on CPU;
+* a NaN/inf guard: a non-finite loss on any process stops every process BEFORE the backward pass, with
+  a message naming the step and the last good checkpoint (which is kept);
+* losses taken in fp32 (``loss.float()`` after the autocast region; the models compute them in fp32);
+* the best model chosen on the VALIDATION split only (``best/``), loaded back at the end, exported to
+  ``final/`` with ``save_pretrained`` (safetensors, processor, remote code) and evaluated once on test;
+* ``run_info.json``, ``metrics.json``, ``metrics.md``, ``figures/*.png``, ``logs/`` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from .args import args_to_dict, json_dict
+from .optim import build_optimizer, build_scheduler, scaled_lr
+
+TINY_MODEL_PARAMETERS = 5_000_000
+STATE_FILE = "trainer_state.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run was stopped before the update."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Device, precision, threads
+# ----------------------------------------------------------------------------------------------------
+def cpu_supports_bf16() -> bool:
+    """AMX or AVX512-BF16 in /proc/cpuinfo (where CPU bf16 autocast is fast)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_mixed_precision(choice: str, cpu: bool, num_parameters: int) -> str:
+    """``auto``: bf16 on a CUDA device that supports it; on a CPU with AMX/avx512_bf16 only for models of at
+    least ``TINY_MODEL_PARAMETERS`` (measured: for the demo's sub-million-parameter models bf16 autocast on CPU
+    is slower than fp32, the casts costing more than the matmuls save); fp32 otherwise. fp16 on CPU is
+    refused (autocast would silently do nothing)."""
+    if choice not in ("auto", "no", "bf16", "fp16"):
+        raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {choice!r}")
+    on_cuda = torch.cuda.is_available() and not cpu
+    if choice == "auto":
+        if on_cuda:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_supports_bf16() and num_parameters >= TINY_MODEL_PARAMETERS else "no"
+    if choice == "fp16" and not on_cuda:
+        raise ValueError("fp16 mixed precision needs a CUDA device; use bf16 or no on the CPU")
+    return choice
+
+
+def configure_threads(num_threads: Optional[int], num_parameters: int) -> int:
+    """torch CPU threads: the user's value, else 1 for tiny models (on 2 cores, 2 threads were 10-100x slower
+    for matrices this small: thread wake-up dominates), else torch's default."""
+    if num_threads is None and num_parameters < TINY_MODEL_PARAMETERS:
+        num_threads = 1
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    return torch.get_num_threads()
+
+
+def make_accelerator(run_args, opt_args, mixed_precision: str, find_unused_parameters: bool = False):
+    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+    from accelerate.utils import ProjectConfiguration
+
+    out = Path(run_args.output_dir)
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    return Accelerator(
+        cpu=run_args.cpu,
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=opt_args.gradient_accumulation_steps,
+        log_with="tensorboard" if run_args.report_to == "tensorboard" else None,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=handlers,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+def load_splits(data_args, **extra):
+    """``training.data.load_dataset_by_name`` with ``--dataset_kwargs`` and the split seed; truncation by
+    ``max_train_samples`` / ``max_eval_samples``. Errors (unknown name, missing folder) name the problem."""
+    from .data import load_dataset_by_name
+
+    kwargs = {**json_dict(data_args.dataset_kwargs, "dataset_kwargs"), **extra}
+    key = data_args.dataset.strip().lower().replace("-", "_")
+    if key.startswith("synthetic"):
+        kwargs.setdefault("seed", data_args.split_seed)
+    else:
+        kwargs.setdefault("seed", data_args.split_seed)
+        if data_args.manifest:
+            kwargs["manifest"] = data_args.manifest
+    try:
+        splits = load_dataset_by_name(data_args.dataset, data_args.data_root, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"dataset {data_args.dataset!r} does not accept {sorted(kwargs)}: {error}") from error
+    if data_args.max_train_samples and "train" in splits:
+        splits["train"] = splits["train"].select(range(min(data_args.max_train_samples, len(splits["train"]))))
+    if data_args.max_eval_samples:
+        for name in ("validation", "test"):
+            if name in splits:
+                splits[name] = splits[name].select(range(min(data_args.max_eval_samples, len(splits[name]))))
+    return splits
+
+
+def split_record(splits, data_args, out_dir: Optional[Path]) -> dict:
+    """The ``split`` entry of run_info.json; writes ``split_manifest.json`` when the splits have ids."""
+    from .data import write_split_manifest
+
+    info = dict(getattr(splits, "medmae_split_info", {}) or {})
+    key = data_args.dataset.strip().lower().replace("-", "_")
+    kind = info.get("kind") or ("official" if key in ("chestxray14", "chexpert") else "seeded")
+    record = {"kind": kind, "seed": info.get("seed", data_args.split_seed),
+              "fractions": info.get("splits") or info.get("fractions")
+              or {k: info[k] for k in ("test_fraction", "val_fraction") if k in info} or None,
+              "counts": {name: len(ds) for name, ds in splits.items()}, "manifest_sha256": None}
+    if out_dir is not None and all("image_id" in ds.column_names for ds in splits.values()):
+        path = write_split_manifest(splits, out_dir / "split_manifest.json")
+        record["manifest_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return record
+
+
+class BatchTransform:
+    """``dataset.with_transform`` callable: raw rows -> ``pixel_values`` (+ ``labels``, ``class_labels``).
+
+    kind: ``image`` (pre-training), ``multilabel`` (``labels`` float [K], ``label_mask`` when present) or
+    ``segcls`` (``labels`` = mask [H, W] int64, ``class_labels`` = the ``label`` column). Training-time
+    augmentation (random resized crop with scale ``(crop_scale_min, 1)``, horizontal flip) is applied to image
+    and mask together and draws from torch's global RNG (saved and restored by checkpoints).
+    """
+
+    def __init__(self, kind: str, processor, train: bool, crop_scale_min: Optional[float] = None,
+                 hflip: bool = True):
+        if kind not in ("image", "multilabel", "segcls"):
+            raise ValueError(f"unknown transform kind {kind!r}")
+        self.kind, self.processor, self.train = kind, processor, train
+        self.crop_scale_min = crop_scale_min if train and crop_scale_min and crop_scale_min < 1 else None
+        self.hflip = hflip and train
+
+    def _augment(self, pixels: torch.Tensor, mask: Optional[torch.Tensor]):
+        import torch.nn.functional as F
+
+        size = pixels.shape[-2:]
+        if self.crop_scale_min is not None:
+            area = size[0] * size[1] * float(torch.empty(1).uniform_(self.crop_scale_min, 1.0))
+            ratio = math.exp(float(torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3))))
+            h = min(size[0], max(1, round(math.sqrt(area / ratio))))
+            w = min(size[1], max(1, round(math.sqrt(area * ratio))))
+            top = int(torch.randint(0, size[0] - h + 1, (1,)))
+            left = int(torch.randint(0, size[1] - w + 1, (1,)))
+            pixels = F.interpolate(pixels[None, :, top:top + h, left:left + w], size=size, mode="bilinear",
+                                   align_corners=False)[0]
+            if mask is not None:
+                mask = F.interpolate(mask[None, None, top:top + h, left:left + w].float(), size=size,
+                                     mode="nearest")[0, 0].to(mask.dtype)
+        if self.hflip and float(torch.rand(1)) < 0.5:
+            pixels = pixels.flip(-1)
+            mask = mask.flip(-1) if mask is not None else None
+        return pixels, mask
+
+    def __call__(self, batch: dict) -> dict:
+        images = batch["image"]
+        if self.kind == "segcls":
+            encoded = self.processor(images, segmentation_maps=batch["mask"], return_tensors="pt")
+            pixels, masks = encoded["pixel_values"], encoded["labels"].clamp(max=1)
+        else:
+            pixels, masks = self.processor(images, return_tensors="pt")["pixel_values"], None
+        if self.train:
+            pairs = [self._augment(pixels[i], None if masks is None else masks[i]) for i in range(len(pixels))]
+            pixels = torch.stack([p for p, _ in pairs])
+            masks = torch.stack([m for _, m in pairs]) if masks is not None else None
+        out = {"pixel_values": pixels}
+        if self.kind == "multilabel":
+            out["labels"] = torch.as_tensor(batch["labels"], dtype=torch.float32)
+            if "label_mask" in batch:
+                out["label_mask"] = torch.as_tensor(batch["label_mask"], dtype=torch.float32)
+        elif self.kind == "segcls":
+            out["labels"] = masks.long()
+            out["class_labels"] = torch.as_tensor(batch["label"], dtype=torch.long)
+        return out
+
+
+def attach_transforms(splits, kind: str, processor, data_args) -> dict:
+    """Each split with its :class:`BatchTransform` (augmentation on ``train`` only)."""
+    return {name: ds.with_transform(BatchTransform(kind, processor, name == "train", data_args.crop_scale_min,
+                                                   data_args.hflip))
+            for name, ds in splits.items()}
+
+
+def make_dataloader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
+                    drop_last: bool = False) -> DataLoader:
+    """A DataLoader with its own generator: iterators draw their base seed from it, never from the global RNG
+    (which is what makes mid-epoch resume exact)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+
+
+def model_config(model_args, data_args, **fields):
+    """The model config of a new model: ``model_preset`` + ``config_overrides`` + ``image_size`` /
+    ``normalization`` / ``mask_ratio`` / ``drop_path_rate`` flags + ``fields`` (later wins)."""
+    from ..configuration import ETMAEConfig, SDDAMAEConfig
+    from ..modeling.image_processing_medmae import NORMALIZATION_PRESETS
+
+    values = json_dict(model_args.config_overrides, "config_overrides")
+    if data_args is not None and data_args.image_size:
+        values.setdefault("image_size", data_args.image_size)
+    if model_args.normalization:
+        if model_args.normalization not in NORMALIZATION_PRESETS:
+            raise ValueError(f"unknown normalization {model_args.normalization!r}; choose one of "
+                             f"{', '.join(NORMALIZATION_PRESETS)}")
+        mean, std = NORMALIZATION_PRESETS[model_args.normalization]
+        values.setdefault("image_mean", mean)
+        values.setdefault("image_std", std)
+    if model_args.mask_ratio is not None:
+        values.setdefault("mask_ratio", model_args.mask_ratio)
+    if model_args.drop_path_rate is not None:
+        values.setdefault("drop_path_rate", model_args.drop_path_rate)
+    values.update(fields)
+    config_cls = ETMAEConfig if model_args.family == "etmae" else SDDAMAEConfig
+    return config_cls.from_preset(model_args.model_preset, **values)
+
+
+def synthetic_defaults(data_args, image_size: int) -> dict:
+    """Generate synthetic sets directly at the model's input size (no resize work per step)."""
+    if data_args.dataset.strip().lower().replace("-", "_").startswith("synthetic"):
+        return {"image_size": json_dict(data_args.dataset_kwargs, "dataset_kwargs").get("image_size", image_size)}
+    return {}
+
+
+# ----------------------------------------------------------------------------------------------------
+# State and checkpoints
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    global_step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch
+    batches_in_epoch: int = 0  # micro-batches of ``epoch`` already consumed
+    best_metric: Optional[float] = None
+    best_step: Optional[int] = None
+    wall_time_s: float = 0.0
+    history: list = field(default_factory=list)  # {"step", "epoch", "split": "train"|"validation", name: value}
+
+    def save(self, path: Path) -> None:
+        tmp = path / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, path / STATE_FILE)
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainState":
+        return cls(**json.loads((Path(path) / STATE_FILE).read_text()))
+
+
+def checkpoint_dirs(output_dir) -> list[Path]:
+    """Complete checkpoints (with ``trainer_state.json``), oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step_*") if (p / STATE_FILE).is_file() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def resolve_resume(resume: str, output_dir) -> Path:
+    """``latest`` -> the newest complete checkpoint of the run; a path -> that checkpoint (or a run folder)."""
+    if resume == "latest":
+        found = checkpoint_dirs(output_dir)
+        if not found:
+            raise FileNotFoundError(f"--resume latest: no complete checkpoint under {Path(output_dir) / 'checkpoints'}")
+        return found[-1]
+    path = Path(resume)
+    if (path / STATE_FILE).is_file():
+        return path
+    found = checkpoint_dirs(path)
+    if found:
+        return found[-1]
+    raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint ({STATE_FILE} missing)")
+
+
+def save_checkpoint(accelerator, state: TrainState, output_dir: Path, keep: int) -> Path:
+    path = output_dir / "checkpoints" / f"step_{state.global_step}"
+    accelerator.save_state(str(path))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state.save(path)
+        for old in checkpoint_dirs(output_dir)[:-max(keep, 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tasks
+# ----------------------------------------------------------------------------------------------------
+class TrainingTask:
+    """What a script trains. Subclasses set ``family``/``task`` and implement :meth:`build`,
+    :meth:`compute_loss` and :meth:`evaluate`; the rest has defaults."""
+
+    family: str = ""
+    task: str = ""
+    metric_for_best: Optional[str] = None  # a key of evaluate()'s dict; None keeps the last weights
+    greater_is_better: bool = True
+    find_unused_parameters: bool = False  # DDP: modules that get no gradient (e.g. a detached SD head)
+
+    def __init__(self, model_args, data_args, opt_args, run_args):
+        self.model_args, self.data_args, self.opt_args, self.run_args = model_args, data_args, opt_args, run_args
+        self.model = None
+        self.processor = None
+        self.datasets: dict = {}
+        self.split_info: dict = {}
+        self.label_names: list = []
+        if run_args.metric_for_best:
+            self.metric_for_best = None if run_args.metric_for_best == "none" else run_args.metric_for_best
+        self.output_dir = Path(run_args.output_dir)
+
+    # -- to implement --------------------------------------------------------------------------------
+    def build(self) -> None:
+        """Set ``model``, ``processor``, ``datasets`` (``train`` and optionally ``validation``/``test``, torch
+        datasets yielding dicts of tensors) and ``split_info``. Runs after seeding, on every process."""
+        raise NotImplementedError
+
+    def compute_loss(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss, named scalar parts for logging) under autocast."""
+        raise NotImplementedError
+
+    def evaluate(self, model, dataloader, accelerator) -> dict[str, float]:
+        """Metrics on a prepared dataloader; called on every process (gather with ``gather_for_metrics``)."""
+        raise NotImplementedError
+
+    # -- defaults ------------------------------------------------------------------------------------
+    def export(self, model, directory: Path) -> None:
+        model.save_pretrained(directory)
+        if self.processor is not None:
+            self.processor.save_pretrained(directory)
+
+    def figures(self, model, accelerator, figures_dir: Path) -> list[Path]:
+        return []
+
+    def metrics_markdown(self, metrics: dict, split: str) -> str:
+        rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, (int, float)))
+        return f"| metric ({split}) | value |\n|---|---|\n{rows}\n"
+
+    def run_info_extra(self) -> dict:
+        return {}
+
+    def effective_lr(self, num_processes: int) -> float:
+        o = self.opt_args
+        if o.lr is not None:
+            return o.lr
+        if o.blr is not None:
+            return scaled_lr(o.blr, o.batch_size * o.gradient_accumulation_steps * num_processes)
+        raise ValueError("give --lr (absolute) or --blr (scaled by effective batch / 256)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------
+def git_commit() -> Optional[str]:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def weights_sha256(path) -> Optional[str]:
+    """SHA-256 of a checkpoint file, or of ``model.safetensors`` in a folder (``final/`` of a run folder)."""
+    from ..modeling.convert import file_sha256
+
+    path = Path(path)
+    for candidate in (path, path / "model.safetensors", path / "final" / "model.safetensors"):
+        if candidate.is_file():
+            return file_sha256(candidate)
+    return None
+
+
+def model_folder(path) -> Path:
+    """A run folder -> its ``final/``; a ``save_pretrained`` folder -> itself."""
+    path = Path(path)
+    if (path / "final" / "config.json").is_file():
+        return path / "final"
+    if (path / "config.json").is_file():
+        return path
+    raise FileNotFoundError(f"{path} is neither a save_pretrained folder nor a run folder with final/")
+
+
+def _tb_config(values: dict) -> dict:
+    return {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))}
+
+
+def _mean_parts(accelerator, loss: torch.Tensor, parts: dict) -> tuple[bool, dict[str, float]]:
+    """Reduce the loss and its parts over processes in one collective; (all finite, means)."""
+    names = ["loss", *parts]
+    values = torch.stack([loss.detach().float().reshape(())] +
+                         [p.detach().float().reshape(()) for p in parts.values()]).to(accelerator.device)
+    values = accelerator.reduce(values, reduction="mean") if accelerator.num_processes > 1 else values
+    finite = bool(torch.isfinite(values).all())
+    return finite, dict(zip(names, values.tolist()))
+
+
+def _is_better(value: float, best: Optional[float], greater: bool) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return best is None or (value > best if greater else value < best)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------
+def train(task: TrainingTask) -> dict:
+    """Run ``task`` end to end; returns the run_info dict (also written to ``run_info.json``)."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    ra, oa = task.run_args, task.opt_args
+    out = task.output_dir
+    started = time.perf_counter()
+    set_seed(ra.seed)
+    task.build()
+    model = task.model
+    num_parameters = sum(p.numel() for p in model.parameters())
+    threads = configure_threads(ra.num_threads, num_parameters)
+    precision = resolve_mixed_precision(ra.mixed_precision, ra.cpu, num_parameters)
+    accelerator = make_accelerator(ra, oa, precision, task.find_unused_parameters)
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        task.split_info = task.split_info or {}
+
+    train_set = task.datasets["train"]
+    if len(train_set) < oa.batch_size * accelerator.num_processes:
+        raise ValueError(f"the training split has {len(train_set)} items, fewer than one global batch "
+                         f"({oa.batch_size} x {accelerator.num_processes} processes)")
+    train_dl = make_dataloader(train_set, oa.batch_size, True, ra.seed, task.data_args.num_workers, drop_last=True)
+    eval_dls = {name: make_dataloader(task.datasets[name], oa.batch_size, False, ra.seed, task.data_args.num_workers)
+                for name in ("validation", "test") if name in task.datasets and len(task.datasets[name])}
+    lr = task.effective_lr(accelerator.num_processes)
+    optimizer = build_optimizer(model, oa.optimizer, lr, oa.weight_decay, (oa.adam_beta1, oa.adam_beta2),
+                                oa.momentum, oa.layer_decay)
+    model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
+    eval_dls = {name: accelerator.prepare(dl) for name, dl in eval_dls.items()}
+
+    steps_per_epoch = max(math.ceil(len(train_dl) / oa.gradient_accumulation_steps), 1)
+    total_steps = oa.max_steps or steps_per_epoch * oa.num_epochs
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = round(oa.warmup_ratio * total_steps) if oa.warmup_ratio is not None \
+        else round(oa.warmup_epochs * steps_per_epoch)
+    scheduler = build_scheduler(optimizer, total_steps, warmup, oa.scheduler, oa.min_lr, oa.poly_power)
+    accelerator.register_for_checkpointing(scheduler)
+
+    state = TrainState()
+    resumed_from = None
+    if ra.resume:
+        resumed_from = resolve_resume(ra.resume, out)
+        accelerator.load_state(str(resumed_from))
+        state = TrainState.load(resumed_from)
+        accelerator.print(f"resumed from {resumed_from} (step {state.global_step}, epoch {state.epoch}, "
+                          f"batch {state.batches_in_epoch})")
+    hyperparameters = args_to_dict(task.model_args, task.data_args, oa, ra)
+    if accelerator.trackers is not None and ra.report_to == "tensorboard":
+        accelerator.init_trackers(task.task, config=_tb_config({**hyperparameters, "lr_effective": lr}))
+
+    accelerator.print(
+        f"[{task.family}/{task.task}] {num_parameters:,} parameters | {accelerator.num_processes} process(es) on "
+        f"{accelerator.device} | precision {precision} | threads {threads} | lr {lr:.3g} | {len(train_set)} train "
+        f"items | {total_steps} steps ({num_epochs} epochs x {steps_per_epoch}) | output {out}")
+    metric_name = task.metric_for_best
+    best_dir = out / "best"
+    window: dict[str, list] = {}
+    last_saved = state.global_step if resumed_from else -1
+    session_start = time.perf_counter()
+    progress = tqdm(total=total_steps, initial=state.global_step, desc=f"{task.task}", dynamic_ncols=True,
+                    disable=not (ra.progress_bar and accelerator.is_local_main_process))
+
+    def validate():
+        nonlocal model
+        if "validation" not in eval_dls:
+            return
+        metrics = task.evaluate(model, eval_dls["validation"], accelerator)
+        model.train()
+        entry = {"step": state.global_step, "epoch": state.epoch, "split": "validation", **metrics}
+        state.history.append(entry)
+        accelerator.log({f"validation/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                        step=state.global_step)
+        if metric_name is not None:
+            if metric_name not in metrics:
+                raise KeyError(f"metric_for_best {metric_name!r} is not among the validation metrics "
+                               f"{sorted(metrics)}")
+            if _is_better(metrics[metric_name], state.best_metric, task.greater_is_better):
+                state.best_metric, state.best_step = float(metrics[metric_name]), state.global_step
+                if main:
+                    task.export(accelerator.unwrap_model(model), best_dir)
+                accelerator.wait_for_everyone()
+        progress.set_postfix({k: f"{v:.3g}" for k, v in list(metrics.items())[:3] if isinstance(v, float)})
+
+    def checkpoint():
+        nonlocal last_saved
+        state.wall_time_s += time.perf_counter() - session_start_ref[0]
+        session_start_ref[0] = time.perf_counter()
+        save_checkpoint(accelerator, state, out, ra.save_total_limit)
+        last_saved = state.global_step
+
+    session_start_ref = [session_start]
+    done = state.global_step >= total_steps
+    try:
+        model.train()
+        for epoch in range(state.epoch, num_epochs):
+            if done:
+                break
+            state.epoch = epoch
+            train_dl.set_epoch(epoch)
+            skip = state.batches_in_epoch
+            loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+            for batch in loader:
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss, parts = task.compute_loss(model, batch)
+                    loss = loss.float()
+                    if ra.debug_nan_at_step is not None and state.global_step + 1 >= ra.debug_nan_at_step:
+                        loss = loss * float("nan")
+                    finite, means = _mean_parts(accelerator, loss, parts)
+                    if not finite:
+                        good = checkpoint_dirs(out)
+                        raise NonFiniteLossError(
+                            f"non-finite training loss ({means}) at optimizer step {state.global_step + 1}, "
+                            f"epoch {epoch}; the run was stopped before the update. Last good checkpoint: "
+                            f"{good[-1] if good else 'none (no checkpoint was written yet)'}. Try a lower "
+                            "learning rate, gradient clipping (--max_grad_norm) or --mixed_precision no.")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and oa.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), oa.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state.batches_in_epoch += 1
+                for name, value in means.items():
+                    window.setdefault(name, []).append(value)
+                if ra.debug_step_delay:
+                    time.sleep(ra.debug_step_delay)
+                if not accelerator.sync_gradients:
+                    continue
+                if not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                state.global_step += 1
+                progress.update(1)
+                if state.global_step % max(ra.logging_steps, 1) == 0 or state.global_step == total_steps:
+                    logs = {name: sum(v) / len(v) for name, v in window.items()}
+                    logs["lr"] = max(g["lr"] for g in optimizer.param_groups)
+                    window.clear()
+                    state.history.append({"step": state.global_step, "epoch": epoch, "split": "train", **logs})
+                    accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=state.global_step)
+                    progress.set_postfix(loss=f"{logs['loss']:.4g}")
+                if ra.eval_steps and state.global_step % ra.eval_steps == 0:
+                    validate()
+                if ra.save_steps and state.global_step % ra.save_steps == 0:
+                    checkpoint()
+                if state.global_step >= total_steps:
+                    done = True
+                    break
+            if not done or state.batches_in_epoch >= len(train_dl):
+                state.epoch, state.batches_in_epoch = epoch + 1, 0
+            if not ra.eval_steps:
+                validate()
+            if not ra.save_steps and not done:
+                checkpoint()
+        if last_saved != state.global_step:
+            checkpoint()
+    finally:
+        progress.close()
+
+    # ---- the chosen model: best on validation (never on test), else the last weights ----------------
+    unwrapped = accelerator.unwrap_model(model)
+    if metric_name is not None and (best_dir / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        missing, unexpected = unwrapped.load_state_dict(load_file(str(best_dir / "model.safetensors")), strict=False)
+        if [k for k in missing if k in dict(unwrapped.named_parameters())] or unexpected:
+            raise RuntimeError(f"best/ does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        accelerator.print(f"best validation {metric_name} = {state.best_metric:.4f} at step {state.best_step}")
+    final_dir = out / "final"
+    if main:
+        task.export(unwrapped, final_dir)
+    accelerator.wait_for_everyone()
+    eval_split = "test" if ra.eval_test and "test" in eval_dls else ("validation" if "validation" in eval_dls else None)
+    metrics = task.evaluate(model, eval_dls[eval_split], accelerator) if eval_split else {}
+    validation_metrics = next((h for h in reversed(state.history) if h["split"] == "validation"
+                               and h["step"] == (state.best_step if state.best_step is not None else h["step"])), None)
+
+    figures = []
+    if main and ra.figures:
+        from .figures import loss_curves
+
+        figures_dir = out / "figures"
+        figures_dir.mkdir(parents=True, exist_ok=True)
+        figures.append(loss_curves(state.history, figures_dir / "loss_curves.png", title=f"{task.family} {task.task}"))
+        figures.extend(task.figures(unwrapped, accelerator, figures_dir))
+    state.wall_time_s += time.perf_counter() - session_start_ref[0]
+    info = {
+        "family": task.family,
+        "task": task.task,
+        "dataset": task.data_args.dataset,
+        "split": task.split_info.get("split"),
+        "uncertainty_policy": task.split_info.get("uncertainty_policy"),
+        "hyperparameters": {**hyperparameters, "lr_effective": lr, "total_steps": total_steps,
+                            "warmup_steps": warmup, "steps_per_epoch": steps_per_epoch},
+        "metrics": metrics,
+        "eval_split": eval_split,
+        "validation_metrics": {k: v for k, v in (validation_metrics or {}).items() if k not in ("split",)} or None,
+        "best_step": state.best_step,
+        "metric_for_best": metric_name,
+        "git_commit": git_commit(),
+        "medmae_version": _version(),
+        "seed": ra.seed,
+        "wall_time_s": round(state.wall_time_s, 2),
+        "wall_time_process_s": round(time.perf_counter() - started, 2),
+        "num_parameters": num_parameters,
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": precision,
+        "resumed_from": resumed_from.name if resumed_from else None,
+        "figures": [str(Path(p).relative_to(out)) for p in figures if p],
+        **task.run_info_extra(),
+    }
+    if main:
+        _write_json(out / "run_info.json", info)
+        _write_json(out / "metrics.json", {"split": eval_split, "metrics": metrics})
+        (out / "metrics.md").write_text(task.metrics_markdown(metrics, eval_split or "-"))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return info
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+@contextlib.contextmanager
+def fixed_rng(seed: int, device=None):
+    """Evaluate with a fixed seed without touching the training RNG streams (masking noise in validation)."""
+    devices = [device] if device is not None and getattr(device, "type", "cpu") == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

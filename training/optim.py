@@ -1,0 +1,142 @@
+# Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
+"""Optimiser parameter groups and per-iteration learning-rate schedules of the papers' recipes.
+
+* Weight decay: none on biases, 1-D parameters (norms) and the names in ``NO_WEIGHT_DECAY`` (timm's
+  ``no_weight_decay()``: ``pos_embed``, ``cls_token``, ``dist_token``); frozen parameters are left out.
+* Layer-wise lr decay with timm ``param_groups_lrd`` semantics (MAE / medical_mae fine-tuning):
+  ``num_layers = len(blocks) + 1``; ``cls_token``, ``pos_embed``, ``patch_embed.*`` get layer id 0,
+  ``blocks.i.*`` get ``i + 1``, everything else (``fc_norm``, the head) gets ``num_layers``; the group's
+  lr is ``lr * decay ** (num_layers - layer_id)``. timm stores only ``lr_scale`` and relies on its own
+  scheduler to apply it, which ``torch.optim.lr_scheduler`` and ``transformers.Trainer`` ignore -- so
+  here each group's ``lr`` is set to the scaled value and every schedule is a multiplier of it.
+* Schedules (``torch.optim.lr_scheduler.LambdaLR``, stepped once per OPTIMIZER step): linear warm-up
+  from 0, then MAE's half-cycle cosine down to ``min_lr`` (``util/lr_sched.py``), DAE-Former's poly
+  ``(1 - t / T) ** power``, or constant.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+
+NO_WEIGHT_DECAY = ("pos_embed", "cls_token", "dist_token")
+
+
+def scaled_lr(blr: float, effective_batch_size: int) -> float:
+    """MAE's linear scaling rule: ``lr = blr * effective_batch / 256``."""
+    return blr * effective_batch_size / 256
+
+
+def _decays(name: str, param: torch.Tensor, no_weight_decay: Iterable[str]) -> bool:
+    leaf = name.split(".")[-1]
+    return not (param.ndim <= 1 or name.endswith(".bias") or leaf in set(no_weight_decay))
+
+
+def vit_layer_id(name: str, num_layers: int) -> int:
+    """timm ``get_layer_id_for_vit`` on medmae / timm / MAE names (any prefix such as ``etmae.``)."""
+    parts = name.split(".")
+    if parts[-1] in ("cls_token", "pos_embed", "dist_token", "mask_token") and "decoder" not in parts:
+        return 0
+    if "patch_embed" in parts:
+        return 0
+    match = re.search(r"(?:^|\.)blocks\.(\d+)\.", name)
+    if match and "decoder" not in parts:
+        return int(match.group(1)) + 1
+    return num_layers
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    layer_decay: Optional[float] = None,
+    num_layers: Optional[int] = None,
+    no_weight_decay: Iterable[str] = NO_WEIGHT_DECAY,
+) -> list[dict]:
+    """Optimiser groups: (decay | no decay) x (layer id when ``layer_decay``), each with its own ``lr``
+    (= ``lr * lr_scale``), ``weight_decay``, ``lr_scale`` and ``layer_id``. Frozen parameters are skipped.
+
+    ``num_layers`` defaults to ``len(blocks) + 1`` of the ViT encoder found in ``model`` (layer decay only).
+    """
+    if layer_decay is not None and num_layers is None:
+        depths = [len(m) for n, m in model.named_modules() if n.split(".")[-1] == "blocks"
+                  and isinstance(m, nn.ModuleList) and "decoder" not in n]
+        if not depths:
+            raise ValueError("layer decay needs a ViT encoder with a 'blocks' ModuleList (ETMAE); "
+                             f"{type(model).__name__} has none")
+        num_layers = depths[0] + 1
+    groups: dict[tuple, dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = _decays(name, param, no_weight_decay)
+        layer = vit_layer_id(name, num_layers) if layer_decay is not None else 0
+        scale = layer_decay ** (num_layers - layer) if layer_decay is not None else 1.0
+        key = (layer, decay)
+        if key not in groups:
+            groups[key] = {"params": [], "param_names": [], "weight_decay": weight_decay if decay else 0.0,
+                           "lr_scale": scale, "lr": lr * scale, "layer_id": layer}
+        groups[key]["params"].append(param)
+        groups[key]["param_names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
+def layer_decay_param_groups(model: nn.Module, lr: float, weight_decay: float = 0.05, layer_decay: float = 0.55,
+                             num_layers: Optional[int] = None) -> list[dict]:
+    """Layer-decay groups (ETMAE / medical_mae fine-tuning), ready for ``torch.optim.AdamW(groups)`` or for
+    ``Trainer(optimizer_cls_and_kwargs=(AdamW, {"params": groups}))``."""
+    return param_groups(model, lr, weight_decay, layer_decay, num_layers)
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, betas=(0.9, 0.95),
+                    momentum: float = 0.9, layer_decay: Optional[float] = None) -> torch.optim.Optimizer:
+    """AdamW (MAE betas by default) or SGD with momentum over :func:`param_groups`."""
+    groups = param_groups(model, lr, weight_decay, layer_decay)
+    for group in groups:
+        group.pop("param_names")
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}; choose adamw or sgd")
+
+
+def lr_multiplier(step: int, total_steps: int, warmup_steps: int = 0, schedule: str = "cosine",
+                  min_ratio: float = 0.0, power: float = 0.9) -> float:
+    """Multiplier of the peak lr at optimizer step ``step`` (0-based; the lr used BY that step).
+
+    Warm-up: ``step / warmup_steps`` (MAE: ``lr * epoch / warmup_epochs`` with fractional epochs).
+    cosine: ``min + (1 - min) * 0.5 * (1 + cos(pi * t))``, ``t = (step - warmup) / (total - warmup)``.
+    poly: ``(1 - t) ** power``. constant: 1.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return step / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(total_steps - warmup_steps, 1)
+    t = min(max(step - warmup_steps, 0) / span, 1.0)
+    if schedule == "cosine":
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "poly":
+        return (1.0 - t) ** power
+    raise ValueError(f"unknown scheduler {schedule!r}; choose cosine, poly or constant")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+                    schedule: str = "cosine", min_lr: float = 0.0, power: float = 0.9):
+    """``LambdaLR`` applying :func:`lr_multiplier` to every group's own lr (so layer decay is kept).
+
+    ``min_lr`` is absolute for the group with the largest lr; other groups get the same ratio (MAE scales
+    ``min_lr`` by ``lr_scale`` too).
+    """
+    if schedule not in ("cosine", "poly", "constant"):
+        raise ValueError(f"unknown scheduler {schedule!r}; choose cosine, poly or constant")
+    peak = max(group["lr"] for group in optimizer.param_groups)
+    min_ratio = min_lr / peak if peak > 0 else 0.0
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, total_steps, warmup_steps, schedule, min_ratio, power)
+    )

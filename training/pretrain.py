@@ -1,0 +1,169 @@
+# Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
+"""Pre-training with Accelerate: SDDA-MAE (masked MSE + self-distillation), ETMAE teacher MAE pre-training,
+and ETMAE student distillation from a teacher given as a path.
+
+    accelerate launch -m medmae.training.pretrain --preset busi --data_root /data/BUSI --output_dir runs/busi_pt
+    medmae pretrain --family etmae --teacher runs/teacher --dataset synthetic_cxr --output_dir runs/student
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m medmae.training.pretrain --preset demo ...
+
+Arguments: ``medmae pretrain --help`` (``training/args.py``); recipes: ``--preset`` (``--list_presets``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .args import list_presets, parse_args, resolve_task
+from .loop import (
+    TrainingTask,
+    attach_transforms,
+    fixed_rng,
+    load_splits,
+    model_config,
+    split_record,
+    synthetic_defaults,
+    train,
+    weights_sha256,
+)
+
+
+def teacher_align_layer(depth: int) -> int:
+    """ETMAE / DMAE: align at 3/4 depth -> 0-based block ``3 * depth // 4 - 1`` (8 of 12; 2 of 4)."""
+    return max(3 * depth // 4 - 1, 0)
+
+
+class PretrainTask(TrainingTask):
+    find_unused_parameters = True  # SDDA-MAE: the detached decoder SD head gets no gradient
+
+    def build(self) -> None:
+        from ..modeling import ETMAEForPreTraining, SDDAMAEForPreTraining
+        from ..modeling.image_processing_medmae import NORMALIZATION_PRESETS, processor_for_config
+
+        m, d = self.model_args, self.data_args
+        self.family = m.family
+        self.task = resolve_task("pretrain", m)
+        if m.family == "etmae":
+            teacher = None
+            fields = {"teacher_hidden_size": None}
+            if self.task == "distillation":
+                from ..modeling.convert import load_teacher
+
+                teacher = load_teacher(_teacher_source(m.teacher), num_heads=m.teacher_num_heads)
+                overrides = m.config_overrides or ""
+                fields = {"teacher_hidden_size": teacher.config.hidden_size}
+                if "teacher_align_layer" not in overrides:
+                    fields["teacher_align_layer"] = teacher_align_layer(teacher.config.num_hidden_layers)
+            config = model_config(m, d, **fields)
+            model = ETMAEForPreTraining(config)
+            if m.init_from:
+                model = ETMAEForPreTraining.from_pretrained(_weights_folder(m.init_from), config=config)
+            if teacher is not None:
+                if m.teacher_normalization:
+                    mean, std = NORMALIZATION_PRESETS[m.teacher_normalization]
+                else:
+                    mean, std = teacher.config.image_mean, teacher.config.image_std
+                model.set_teacher(teacher, image_mean=mean, image_std=std)
+                self.teacher_info = {"teacher": Path(m.teacher).name, "teacher_sha256": weights_sha256(m.teacher)}
+        else:
+            config = model_config(m, d)
+            model = SDDAMAEForPreTraining(config)
+            if m.init_from:
+                model = SDDAMAEForPreTraining.from_pretrained(_weights_folder(m.init_from), config=config)
+        self.model = model
+        self.processor = processor_for_config(config)
+        splits = load_splits(d, **synthetic_defaults(d, config.image_size))
+        self.split_info = {"split": split_record(splits, d, self.output_dir),
+                           "uncertainty_policy": getattr(splits, "medmae_split_info", {}).get("uncertainty")}
+        keep = {name: splits[name].select_columns(["image"]) for name in ("train", "validation") if name in splits}
+        self.datasets = attach_transforms(keep, "image", self.processor, d)
+
+    def compute_loss(self, model, batch):
+        out = model(pixel_values=batch["pixel_values"])
+        parts = {"reconstruction_loss": out.reconstruction_loss}
+        extra = getattr(out, "distillation_loss", None) if self.family == "etmae" else out.self_distillation_loss
+        if extra is not None:
+            parts["distillation_loss" if self.family == "etmae" else "self_distillation_loss"] = extra
+        return out.loss, parts
+
+    @torch.no_grad()
+    def evaluate(self, model, dataloader, accelerator) -> dict[str, float]:
+        """Mean validation losses with a fixed masking seed (the training RNG is untouched)."""
+        model.eval()
+        totals: dict[str, list] = {}
+        with fixed_rng(self.run_args.seed + 1, accelerator.device):
+            for batch in dataloader:
+                with accelerator.autocast():
+                    loss, parts = self.compute_loss(model, batch)
+                size = batch["pixel_values"].shape[0]
+                for name, value in {"loss": loss, **parts}.items():
+                    per_item = value.detach().float().reshape(1).expand(size).contiguous()
+                    totals.setdefault(name, []).append(accelerator.gather_for_metrics(per_item).cpu())
+        return {name: float(torch.cat(v).mean()) for name, v in totals.items()}
+
+    def figures(self, model, accelerator, figures_dir: Path) -> list[Path]:
+        from .figures import mae_reconstructions, to_display
+
+        source = self.datasets.get("validation") or self.datasets["train"]
+        if len(source) == 0:
+            return []
+        pixels = source[: min(4, len(source))]["pixel_values"].to(next(model.parameters()).device)
+        model.eval()
+        with torch.no_grad(), fixed_rng(self.run_args.seed + 2, accelerator.device):
+            out = model(pixel_values=pixels)
+        p = model.config.patch_size
+        grid = (pixels.shape[-2] // p, pixels.shape[-1] // p)
+        pred = model.unpatchify(out.logits.float(), grid)
+        mask = out.mask.float().reshape(-1, 1, *grid)
+        mask = mask.repeat_interleave(p, 2).repeat_interleave(p, 3)
+        if model.config.norm_pix_loss:  # show the un-normalised prediction: patch statistics of the input
+            target = model.patchify(pixels)
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            pred = model.unpatchify(out.logits.float() * (var + 1e-6) ** 0.5 + mean, grid)
+        mean, std = self.processor.image_mean, self.processor.image_std
+        original = to_display(pixels, mean, std)
+        hidden = mask[:, 0].cpu().numpy() > 0.5
+        masked = np.where(hidden if original.ndim == 3 else hidden[..., None], 0.5, original)
+        pasted = to_display(pixels * (1 - mask) + pred * mask, mean, std)
+        path = mae_reconstructions(original, masked, pasted, figures_dir / "reconstructions.png",
+                                   title=f"{self.family} {self.task}: mask ratio {model.config.mask_ratio}")
+        return [path]
+
+    def run_info_extra(self) -> dict:
+        extra = dict(getattr(self, "teacher_info", {}))
+        if self.model_args.init_from:
+            extra["base_model"] = Path(self.model_args.init_from).name
+            extra["source_checkpoint_sha256"] = weights_sha256(self.model_args.init_from)
+        return extra
+
+
+def _weights_folder(path) -> Path:
+    from .loop import model_folder
+
+    return model_folder(path)
+
+
+def _teacher_source(path: str):
+    """A run folder -> its final/; anything else as given (folder, .pth, .safetensors)."""
+    candidate = Path(path)
+    if (candidate / "final" / "config.json").is_file():
+        return candidate / "final"
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--list_presets" in argv or "--list-presets" in argv:
+        print("\n".join(list_presets("pretrain")))
+        return {}
+    model_args, data_args, opt_args, run_args = parse_args("pretrain", argv)
+    info = train(PretrainTask(model_args, data_args, opt_args, run_args))
+    return info
+
+
+if __name__ == "__main__":
+    main()
