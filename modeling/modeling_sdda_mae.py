@@ -450,7 +450,7 @@ class SDDAMAEPreTrainedModel(MedMAEPreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Swin-MAE / SegFormer initialisation: truncated normal(initializer_range) linear layers, LayerNorm (1, 0),
-        convolutions normal(0, sqrt(2 / fan_out)), channel-attention temperature 1, mask token normal(0.02);
+        other convolutions normal(0, sqrt(2 / fan_out)), channel-attention temperature 1, mask token normal(0.02);
         the full-scale skip fuse is zero and the same-scale skip is ``[I | 0]`` (the transferred decoder's
         function is unchanged at step 0)."""
         std = self.config.initializer_range
@@ -462,8 +462,8 @@ class SDDAMAEPreTrainedModel(MedMAEPreTrainedModel):
             identity = torch.cat([torch.eye(out_dim), torch.zeros(out_dim, module.weight.shape[1] - out_dim)], dim=1)
             init.copy_(module.weight, identity.to(module.weight.dtype))
             init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            trunc_normal_init_(module.weight, std=std)
+        elif isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)):
+            trunc_normal_init_(module.weight, std=std)  # linear layers and the 1x1 segmentation classifier
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):

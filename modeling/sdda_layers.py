@@ -21,13 +21,13 @@ from .layers import DropPath
 
 
 def tokens_to_map(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[B, h*w, C] tokens (raster order) -> [B, C, h, w] feature map."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], height, width)
+    """[B, h*w, C] tokens (raster order) -> [B, C, h, w] feature map (a channels-last view, no copy)."""
+    return x.reshape(x.shape[0], height, width, x.shape[2]).permute(0, 3, 1, 2)
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, h, w] feature map -> [B, h*w, C] tokens (raster order)."""
-    return x.flatten(2).transpose(1, 2)
+    """[B, C, h, w] feature map -> [B, h*w, C] tokens (raster order; a view for channels-last maps)."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2] * x.shape[3], x.shape[1])
 
 
 def pixel_shuffle_tokens(x: torch.Tensor, height: int, width: int, scale: int) -> torch.Tensor:
@@ -120,15 +120,13 @@ class EfficientAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        heads = self.num_heads
-
-        def split(t: torch.Tensor) -> torch.Tensor:  # [B, N, C] -> [B, heads, N, C/heads]
-            return t.reshape(batch, tokens, heads, dim // heads).transpose(1, 2)
-
-        keys = split(self.keys(x)).softmax(dim=2)  # over tokens
-        queries = split(self.queries(x)).softmax(dim=3)  # over channels
-        context = keys.transpose(2, 3) @ split(self.values(x))  # [B, heads, d_k, d_v]
-        out = (queries @ context).transpose(1, 2).reshape(batch, tokens, dim)
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        keys = self.keys(x).softmax(dim=1)  # over tokens, per channel
+        queries = self.queries(x).reshape(batch, tokens, heads, head_dim).softmax(dim=-1)  # over a head's channels
+        values = self.values(x).reshape(batch, tokens, heads, head_dim).transpose(1, 2)  # [B, heads, N, d_v]
+        keys = keys.reshape(batch, tokens, heads, head_dim).permute(0, 2, 3, 1)  # [B, heads, d_k, N]
+        context = keys @ values  # [B, heads, d_k, d_v]: O(N d^2)
+        out = (queries.transpose(1, 2) @ context).transpose(1, 2).reshape(batch, tokens, dim)
         return self.reprojection(out)
 
 

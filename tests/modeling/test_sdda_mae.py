@@ -189,6 +189,13 @@ def _perturbed_pretraining(tmp_path):
     return model
 
 
+def _pretrained_decoder_features(pretrained, x):
+    """d of the pre-training decoder on the UNMASKED image: what a fine-tuning decoder must give at step 0."""
+    with torch.no_grad():
+        features, _, _ = pretrained.sdda_mae.forward_encoder(x)
+        return pretrained.forward_decoder(features, pretrained.sdda_mae.feature_grids(*x.shape[-2:]))
+
+
 def test_fine_tuning_transfers_encoder_and_decoder_and_matches_at_step_zero(tmp_path):
     pretrained = _perturbed_pretraining(tmp_path)
     joint = SDDAMAEForSegmentationAndClassification.from_pretrained(tmp_path).eval()
@@ -201,9 +208,8 @@ def test_fine_tuning_transfers_encoder_and_decoder_and_matches_at_step_zero(tmp_
     for fusion in joint.skip.fusions:  # zero-initialised fuse
         assert not fusion.fuse.weight.any() and not fusion.fuse.bias.any()
     x = images()
+    expected = _pretrained_decoder_features(pretrained, x)
     with torch.no_grad():
-        features, _, _ = pretrained.sdda_mae.forward_encoder(x)
-        expected = pretrained.forward_decoder(features, pretrained.sdda_mae.feature_grids(64, 64))
         assert torch.equal(joint.forward_features(x)[1], expected)
     # the same through from_pretraining, from a folder or an instance
     for source_model in (tmp_path, pretrained):
@@ -218,9 +224,7 @@ def test_same_scale_skip_also_preserves_the_decoder_at_step_zero(tmp_path):
     seg = SDDAMAEForSemanticSegmentation.from_pretrained(tmp_path, skip_mode="same_scale_concat")
     x = images()
     with torch.no_grad():
-        features, _, _ = pretrained.sdda_mae.forward_encoder(x)
-        expected = pretrained.forward_decoder(features, pretrained.sdda_mae.feature_grids(64, 64))
-        torch.testing.assert_close(seg.eval().forward_features(x)[1], expected)
+        torch.testing.assert_close(seg.eval().forward_features(x)[1], _pretrained_decoder_features(pretrained, x))
     assert seg.config.skip_mode == "same_scale_concat"
 
 
