@@ -168,7 +168,7 @@ _ETMAE_DISTILL = dict(family="etmae", task="distillation", model_preset="vit_tin
                       blr=1.5e-4, weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.95, scheduler="cosine",
                       warmup_epochs=20, num_epochs=100, batch_size=32, gradient_accumulation_steps=4,
                       mask_ratio=0.75, normalization="cxr", teacher_normalization="cxr")
-_ETMAE_TEACHER = dict(family="etmae", task="pretraining", model_preset="vit_small_patch16_dec512d2b",
+_ETMAE_TEACHER = dict(family="etmae", model_preset="vit_small_patch16_dec512d2b",
                       optimizer="adamw", blr=1.5e-4, weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.95,
                       scheduler="cosine", warmup_epochs=40, num_epochs=800, batch_size=256, mask_ratio=0.9,
                       crop_scale_min=0.5, normalization="cxr")
@@ -190,7 +190,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      optimizer="adamw", lr=2e-3, weight_decay=0.05, adam_beta2=0.95, scheduler="cosine",
                      warmup_ratio=0.1, num_epochs=8, batch_size=16, mask_ratio=0.6,
                      dataset_kwargs='{"num_images": 400, "image_size": 64}'),
-        "demo_etmae_teacher": dict(family="etmae", task="pretraining", dataset="synthetic_cxr",
+        "demo_etmae_teacher": dict(family="etmae", dataset="synthetic_cxr",
                                    model_preset="tiny_test", optimizer="adamw", blr=1.5e-3, weight_decay=0.05,
                                    scheduler="cosine", warmup_ratio=0.1, num_epochs=10, batch_size=32,
                                    mask_ratio=0.75, dataset_kwargs='{"num_images": 600, "image_size": 32}'),
@@ -341,6 +341,8 @@ def resolve_task(script: str, model_args: ModelArguments) -> str:
             task = "multilabel_classification" if model_args.family == "etmae" else "segmentation_classification"
     if task not in TASKS[script]:
         raise ValueError(f"{script}: unknown task {task!r}; choose one of {', '.join(TASKS[script])}")
+    if task == "pretraining" and model_args.teacher:
+        raise ValueError("--teacher was given with --task pretraining; ETMAE distillation is --task distillation")
     if task == "distillation" and (model_args.family != "etmae" or not model_args.teacher):
         raise ValueError("distillation is ETMAE pre-training with a teacher: pass --family etmae --teacher PATH")
     if script == "finetune" and (task == "multilabel_classification") != (model_args.family == "etmae"):
