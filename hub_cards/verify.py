@@ -1,0 +1,165 @@
+# Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
+"""``medmae verify``: check that this installation reproduces a checkpoint's reference outputs.
+
+Every exported folder carries ``reference_sample.safetensors``: a synthetic ``sample_image``, the
+``pixel_values`` the exporting installation made of it, extra inputs (``input.*``, e.g. the masking noise of
+pre-training models) and the model's outputs (``output.*``). ``verify`` loads the folder (or Hub repository),
+runs the image processor on the sample and the model on the stored ``pixel_values``, and compares.
+
+Loading: with the installed medmae classes by default, or with the code shipped in the folder
+(``remote_code=True``), which is what a collaborator without medmae runs, even when medmae is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file
+
+from .export import REFERENCE_FILE, WEIGHTS_FILE, ALLOWED_FILES, ALLOWED_PATTERNS, read_provenance, run_model
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    max_abs_diff: Optional[float] = None
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    source: str
+    loaded_with: str
+    model_class: str
+    checks: list[Check] = field(default_factory=list)
+    environment: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(check.ok for check in self.checks)
+
+    def to_text(self) -> str:
+        lines = [f"{self.source}: {self.model_class} loaded with {self.loaded_with}",
+                 "  " + ", ".join(f"{k} {v}" for k, v in self.environment.items())]
+        if self.provenance.get("medmae_version"):
+            lines.append(f"  exported with medmae {self.provenance['medmae_version']}")
+        for check in self.checks:
+            diff = f" max |diff| {check.max_abs_diff:.3g}" if check.max_abs_diff is not None else ""
+            lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}{diff}{' ' + check.detail if check.detail else ''}")
+        lines.append("PASSED" if self.passed else "FAILED")
+        return "\n".join(lines)
+
+
+def resolve_folder(folder_or_repo: str, revision: Optional[str] = None, token: Optional[str] = None) -> Path:
+    """A local folder as is; a Hub id downloaded (the allow-listed files only) to the cache."""
+    path = Path(folder_or_repo).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or str(folder_or_repo).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{folder_or_repo} is not a folder")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(folder_or_repo), revision=revision, token=token,
+                                  allow_patterns=[*ALLOWED_FILES, *ALLOWED_PATTERNS]))
+
+
+def _remote_class(folder: Path, class_name: str, auto_map_key: str = "auto_map", config_file: str = "config.json"):
+    """Class ``class_name`` from the code shipped in ``folder`` (found through the module of its ``auto_map``)."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    auto_map = json.loads((folder / config_file).read_text()).get(auto_map_key) or {}
+    modules = [ref.split(".")[0] for ref in auto_map.values()]
+    module = next((ref.split(".")[0] for ref in auto_map.values() if ref.endswith("." + class_name)),
+                  next((m for m in modules if m.startswith("modeling_")), None))
+    if module is None:
+        raise ValueError(f"{folder / config_file} has no auto_map: the folder ships no remote code")
+    return get_class_from_dynamic_module(f"{module}.{class_name}", str(folder))
+
+
+def load_for_verify(folder: Path, remote_code: bool):
+    """(model in eval mode, processor, description of how they were loaded)."""
+    architecture = (json.loads((folder / "config.json").read_text()).get("architectures") or ["AutoModel"])[0]
+    if remote_code:
+        model_cls = _remote_class(folder, architecture)
+        processor_type = json.loads((folder / "preprocessor_config.json").read_text())["image_processor_type"]
+        processor_cls = _remote_class(folder, processor_type, config_file="preprocessor_config.json")
+        how = "the remote code shipped in the folder"
+    else:
+        import medmae
+
+        model_cls = getattr(medmae, architecture)
+        from transformers import AutoImageProcessor
+
+        processor_cls = AutoImageProcessor
+        how = f"medmae {medmae.__version__}"
+    return model_cls.from_pretrained(str(folder)).eval(), processor_cls.from_pretrained(str(folder)), how
+
+
+def _compare(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> Check:
+    if tuple(actual.shape) != tuple(expected.shape):
+        return Check(name, False, None, f"shape {tuple(actual.shape)} != reference {tuple(expected.shape)}")
+    actual, expected = actual.float(), expected.float()
+    diff = float((actual - expected).abs().max()) if actual.numel() else 0.0
+    return Check(name, bool(torch.allclose(actual, expected, atol=atol, rtol=rtol)), diff)
+
+
+def verify(folder_or_repo, atol: float = 1e-4, rtol: float = 1e-4, revision: Optional[str] = None,
+           remote_code: bool = False, token: Optional[str] = None) -> VerifyReport:
+    """Load the checkpoint and compare its preprocessing and outputs with the shipped reference."""
+    import transformers
+
+    folder = resolve_folder(str(folder_or_repo), revision, token)
+    if not (folder / REFERENCE_FILE).is_file():
+        raise FileNotFoundError(f"{folder_or_repo} has no {REFERENCE_FILE}: it was not exported with `medmae export`")
+    reference = load_file(str(folder / REFERENCE_FILE))
+    model, processor, how = load_for_verify(folder, remote_code)
+    report = VerifyReport(
+        source=str(folder_or_repo), loaded_with=how, model_class=type(model).__name__,
+        environment={"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__},
+        provenance=read_provenance(folder / WEIGHTS_FILE) if (folder / WEIGHTS_FILE).is_file() else {},
+    )
+    pixel_values = processor(reference["sample_image"].numpy(), return_tensors="pt")["pixel_values"]
+    report.checks.append(_compare("preprocessing: pixel_values", pixel_values, reference["pixel_values"], atol, rtol))
+    inputs = {key: value for key, value in reference.items() if key.startswith("input.")}
+    outputs = run_model(model, reference["pixel_values"], inputs)
+    for key in sorted(k for k in reference if k.startswith("output.")):
+        if key not in outputs:
+            report.checks.append(Check(key, False, None, "missing from this installation's outputs"))
+        else:
+            report.checks.append(_compare(key, outputs[key], reference[key], atol, rtol))
+    return report
+
+
+def main_verify(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="medmae verify",
+                                     description="Check that this installation reproduces a checkpoint's reference "
+                                                 "outputs (reference_sample.safetensors).")
+    parser.add_argument("folder_or_repo", help="exported folder or Hub repository id")
+    parser.add_argument("--atol", type=float, default=1e-4)
+    parser.add_argument("--rtol", type=float, default=1e-4)
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    parser.add_argument("--remote-code", action="store_true",
+                        help="load the code shipped with the checkpoint instead of the installed medmae classes")
+    args = parser.parse_args(argv)
+    try:
+        report = verify(args.folder_or_repo, atol=args.atol, rtol=args.rtol, revision=args.revision,
+                        remote_code=args.remote_code)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        print(f"medmae verify: error: {error}", file=sys.stderr)
+        return 2
+    print(report.to_text())
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main_verify())

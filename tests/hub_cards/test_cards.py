@@ -1,0 +1,159 @@
+"""Model cards: front matter, model-index round trip, sections read from the model, processor and run."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import ModelCard
+
+from medmae import ETMAEConfig, ETMAEForImageClassification, ETMAEForPreTraining, MedMAEImageProcessor
+from medmae.hub_cards.cards import LABEL_CROSSWALK, build_model_card, mean_sd
+from medmae.hub_cards.export import sanitize_run_info
+from medmae.hub_cards.zoo import ZOO, get_entry, parameter_count, related_models, zoo_table_markdown
+
+LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration"]
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def classifier():
+    config = ETMAEConfig.from_preset("tiny_test", num_labels=len(LABELS), problem_type="multi_label_classification",
+                                     id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    torch.manual_seed(0)
+    return ETMAEForImageClassification(config).eval()
+
+
+def processor():
+    return MedMAEImageProcessor.from_preset("cxr", size={"height": 32, "width": 32})
+
+
+RUN_INFO = {
+    "family": "etmae", "task": "multilabel_classification", "dataset": "chexpert",
+    "split": {"kind": "official", "manifest_sha256": "0" * 64},
+    "uncertainty_policy": "mixed",
+    "hyperparameters": {"lr": 0.00025, "epochs": 75, "batch_size": 256, "optimizer": "adamw", "layer_decay": 0.55,
+                        "mask_ratio": 0.75, "precision": "bf16"},
+    "metrics": {"macro_auroc": 0.8812, "accuracy": 0.7}, "eval_split": "validation",
+    "metrics_over_seeds": {"macro_auroc": [0.8812, 0.8790, 0.8851]},
+    "base_model": "medmae/etmae-vit-tiny", "source_checkpoint_sha256": "a" * 64, "git_commit": "0123abc",
+}
+
+
+def front_matter(text: str) -> dict:
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+    assert match, "card has no YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def test_front_matter_is_yaml_and_metrics_round_trip(tmp_path):
+    card = build_model_card(classifier(), processor(), RUN_INFO, repo_id="medmae/etmae-vit-tiny-p16-224-ft-chexpert")
+    card.save(tmp_path / "README.md")
+    meta = front_matter((tmp_path / "README.md").read_text())
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "image-classification"
+    assert {"medical-imaging", "masked-autoencoder", "medmae", "etmae"} <= set(meta["tags"])
+    assert meta["base_model"] == "medmae/etmae-vit-tiny" and meta["datasets"] == ["chexpert"]
+    assert meta["license"] == "other" and meta["license_link"].startswith("https://")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    results = {(r.metric_type, r.dataset_split): r.metric_value for r in loaded.data.eval_results}
+    assert results == {("macro_auroc", "validation"): mean_sd([0.8812, 0.8790, 0.8851]),
+                       ("accuracy", "validation"): 0.7}
+    assert mean_sd([0.8812, 0.8790, 0.8851]) == "0.8818 ± 0.0031"
+
+
+def test_body_is_read_from_model_processor_and_run():
+    text = build_model_card(classifier(), processor(), RUN_INFO, repo_id="medmae/etmae-vit-tiny-p16-224-ft-chexpert").content
+    n_params = sum(p.numel() for p in classifier().parameters())
+    assert f"{n_params:,}" in text
+    assert "mean = [0.5056, 0.5056, 0.5056], std = [0.252, 0.252, 0.252]" in text  # the processor's statistics
+    assert "resized to 32 x 32" in text
+    for name, value in RUN_INFO["hyperparameters"].items():  # the recipe comes from the run, not from the template
+        assert re.search(rf"\| `{name}` \| {re.escape(str(value))} \|", text), name
+    assert "| 2 | Effusion | Effusion | Pleural Effusion |" in text  # label table with the NIH / CheXpert names
+    assert "| 3 | Infiltration | Infiltration | ≈ Lung Opacity |" in text
+    assert "U-Ones for Atelectasis and Edema" in text  # CheXpert uncertainty policy
+    assert "0" * 64 in text and "a" * 64 in text  # manifest and source checkpoint hashes
+    assert "0.8818 ± 0.0031" in text and "| 3 |" in text
+    assert "not for clinical decisions" in text and "not a medical device" in text
+    assert "automatic report labeller" in text  # the dataset's bias notes
+    assert "Knowledge Distillation for Efficient Tiny Masked Autoencoders for Medical Imaging" in text
+    assert "Masked Autoencoders Are Scalable Vision Learners" in text
+    assert 'from_pretrained("medmae/etmae-vit-tiny-p16-224-ft-chexpert", trust_remote_code=True)' in text
+    assert "[medmae/etmae-vit-tiny](https://huggingface.co/medmae/etmae-vit-tiny)" in text  # link to the base model
+
+
+def test_card_without_run_info_still_renders():
+    text = build_model_card(ETMAEForPreTraining(ETMAEConfig.from_preset("tiny_test")), processor(), {}).content
+    meta = front_matter(text)
+    assert meta["pipeline_tag"] == "image-feature-extraction" and "model-index" not in meta
+    assert "No evaluation results were recorded" in text and "not recorded" in text
+
+
+def test_student_and_teacher_cards_link_each_other():
+    student = {row["repo_id"]: row["relation"] for row in related_models("medmae/etmae-vit-tiny")}
+    teacher = {row["repo_id"]: row["relation"] for row in related_models("medmae/etmae-vit-small-teacher")}
+    assert student["medmae/etmae-vit-small-teacher"].startswith("teacher")
+    assert teacher["medmae/etmae-vit-tiny"].startswith("student")
+    assert "medmae/etmae-vit-tiny-p16-224-ft-nih14" in student
+    card = build_model_card(ETMAEForPreTraining(ETMAEConfig.from_preset("tiny_test")), processor(),
+                            {"task": "distillation", "teacher": "medmae/etmae-vit-small-teacher"},
+                            repo_id="medmae/etmae-vit-tiny")
+    assert front_matter(card.content)["base_model"] == "medmae/etmae-vit-small-teacher"
+    assert "(https://huggingface.co/medmae/etmae-vit-tiny-p16-224-ft-nih14)" in card.content
+
+
+def test_sdda_mae_card_has_segmentation_and_diagnosis_tables():
+    sdda = pytest.importorskip("medmae").__dict__.get("SDDAMAEForSegmentationAndClassification")
+    if sdda is None:
+        pytest.skip("SDDA-MAE is not importable yet")
+    from medmae import SDDAMAEConfig
+
+    config = SDDAMAEConfig.from_preset("tiny_test", cls_id2label={0: "normal", 1: "benign", 2: "malignant"})
+    model = sdda(config).eval()
+    card = build_model_card(model, MedMAEImageProcessor(size={"height": 64, "width": 64}),
+                            {"task": "segmentation_classification", "dataset": "busi", "metrics": {"dice": 0.71},
+                             "eval_split": "test"}, repo_id="medmae/sdda-mae-512-ft-busi")
+    text = card.content
+    assert front_matter(text)["pipeline_tag"] == "image-segmentation"
+    assert "| 1 | lesion |" in text and "| 2 | malignant |" in text
+    assert "single hospital in Cairo, Egypt" in text and "SDDA-MAE" in text and "Wang, Yunze" in text
+    assert 'get_class_from_dynamic_module("modeling_sdda_mae.SDDAMAEForSegmentationAndClassification"' in text
+
+
+def test_sanitize_drops_paths_and_data_file_names():
+    clean, dropped = sanitize_run_info({
+        "dataset": "chestxray14", "teacher": "medmae/etmae-vit-small-teacher",
+        "hyperparameters": {"lr": 1e-3, "data_dir": "relative/dir", "resume": "/home/alice/run/ckpt.pth",
+                            "note": "C:\\Users\\alice", "examples": ["00000001_000.png", "ok"], "out": "a/b/c"},
+        "split": {"manifest_sha256": "f" * 64, "manifest": "runs/x/split_manifest.json"},
+    })
+    assert clean == {"dataset": "chestxray14", "teacher": "medmae/etmae-vit-small-teacher",
+                     "hyperparameters": {"lr": 1e-3, "examples": ["ok"]}, "split": {"manifest_sha256": "f" * 64}}
+    assert set(dropped) == {"hyperparameters.data_dir", "hyperparameters.resume", "hyperparameters.note",
+                            "hyperparameters.examples[0]", "hyperparameters.out", "split.manifest"}
+
+
+def test_zoo_names_and_readme_table():
+    names = [entry.name for entry in ZOO]
+    assert len(set(names)) == len(names)
+    for entry in ZOO:
+        assert entry.name.startswith(entry.family.replace("_", "-") + "-")  # architecture first
+        for parent in (entry.teacher, entry.base_model):
+            assert parent is None or get_entry(parent)
+        if "-ft-" in entry.name:
+            assert entry.base_model and entry.task != "pretraining"
+    assert get_entry("medmae/etmae-vit-tiny").teacher == "etmae-vit-small-teacher"
+    assert 12_000_000 < parameter_count(get_entry("etmae-vit-tiny")) < 13_000_000
+    table = zoo_table_markdown(results={"etmae-vit-tiny": "macro AUROC 0.80 (test)"})
+    assert table.count("\n") == len(ZOO) + 2 and "macro AUROC 0.80 (test)" in table
+    readme = README.read_text()
+    for entry in ZOO:  # the README documents every zoo repository
+        assert f"[`medmae/{entry.name}`](https://huggingface.co/medmae/{entry.name})" in readme, entry.name
+
+
+def test_crosswalk_covers_every_nih_and_chexpert_label():
+    from medmae.training.data import CHEXPERT_OBSERVATIONS, NIH_LABELS
+
+    for name in (*NIH_LABELS, *CHEXPERT_OBSERVATIONS):
+        assert name in LABEL_CROSSWALK
+    assert LABEL_CROSSWALK["Pleural Effusion"] == ("Effusion", "Pleural Effusion")
