@@ -42,7 +42,7 @@ import math
 import os
 import re
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -340,6 +340,21 @@ def _build(rows: list[dict], features: Features, assignment: dict, info: dict,
             split=split)
     dd.medmae_split_info = info  # read by write_split_manifest
     return dd
+
+
+def _official_test_split(rows, pool: str, manifest, dataset: str, val_fraction: float, seed: int):
+    """Assignment for sets with an official test split (row key ``_split`` = ``pool`` or
+    ``"test"``): ``validation`` = ``val_fraction`` of the PATIENTS of ``pool`` (patient-disjoint),
+    ``train`` = the rest of ``pool``; or the splits of a manifest."""
+    if manifest is not None:
+        return _assignment_from_manifest([r["image_id"] for r in rows], manifest, dataset)
+    pool_idx = [i for i, r in enumerate(rows) if r["_split"] == pool]
+    keep, val = group_split([rows[i]["patient_id"] for i in pool_idx], val_fraction, seed)
+    out = {"train": [pool_idx[i] for i in keep]}
+    if val_fraction > 0:
+        out["validation"] = [pool_idx[i] for i in val]
+    out["test"] = [i for i, r in enumerate(rows) if r["_split"] == "test"]
+    return out
 
 
 def _assign(ids, strata, manifest, dataset, test_fraction, val_fraction, seed, groups=None):
@@ -907,16 +922,7 @@ def load_chestxray14(root, csv: str | os.PathLike | None = None, *, val_fraction
         warnings.warn(f"ChestX-ray14: {bad_ages} impossible or unparsable age(s) in "
                       f"{csv_path.name} set to None", stacklevel=2)
     rows.sort(key=lambda r: r["image_id"])
-    ids = [r["image_id"] for r in rows]
-    if manifest is not None:
-        assignment = _assignment_from_manifest(ids, manifest, "ChestX-ray14")
-    else:
-        tv = [i for i, r in enumerate(rows) if r["_split"] == "trainval"]
-        keep, val = group_split([rows[i]["patient_id"] for i in tv], val_fraction, seed)
-        assignment = {"train": [tv[i] for i in keep]}
-        if val_fraction > 0:
-            assignment["validation"] = [tv[i] for i in val]
-        assignment["test"] = [i for i, r in enumerate(rows) if r["_split"] == "test"]
+    assignment = _official_test_split(rows, "trainval", manifest, "ChestX-ray14", val_fraction, seed)
     info = {"dataset": "chestxray14", "seed": seed, "val_fraction": val_fraction,
             "csv": csv_path.name, "validation": "patient-disjoint from train_val_list.txt",
             "labels": list(NIH_LABELS)}
@@ -1038,16 +1044,7 @@ def load_chexpert(root, uncertainty: str | Mapping[str, str] = "mixed", frontal_
                     row["label_mask"] = mask
                 rows.append(row)
     bad.report()
-    ids = [r["image_id"] for r in rows]
-    if manifest is not None:
-        assignment = _assignment_from_manifest(ids, manifest, "CheXpert")
-    else:
-        tr = [i for i, r in enumerate(rows) if r["_split"] == "train"]
-        keep, val = group_split([rows[i]["patient_id"] for i in tr], val_fraction, seed)
-        assignment = {"train": [tr[i] for i in keep]}
-        if val_fraction > 0:
-            assignment["validation"] = [tr[i] for i in val]
-        assignment["test"] = [i for i, r in enumerate(rows) if r["_split"] == "test"]
+    assignment = _official_test_split(rows, "train", manifest, "CheXpert", val_fraction, seed)
     features = Features({
         "image": datasets.Image(mode="L"), "labels": List(Value("float32")),
         **({"label_mask": List(Value("float32"))} if with_mask else {}),

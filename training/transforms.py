@@ -1,0 +1,155 @@
+"""Paired image + mask transforms for ``dataset.with_transform(...)``.
+
+Geometry (random resized crop, horizontal flip, resize to the model size) is done by
+``torchvision.transforms.v2`` on uint8 tensors, with the mask wrapped as ``tv_tensors.Mask`` so
+that it receives exactly the same crop/flip as the image and is resampled with nearest
+neighbour (values stay 0/1). Rescaling and normalisation follow the model's
+``MedMAEImageProcessor`` (its ``image_mean``, ``image_std``, ``num_channels``, ``do_rescale``,
+``rescale_factor``, ``do_normalize`` and ``size``); any object with ``image_mean``/``image_std``
+(and optionally ``size``) works, e.g. a transformers image processor.
+
+Augmentation is that of the papers' fine-tuning recipes: random resized crop (scale
+``crop_scale``) and horizontal flip for training; a plain resize for evaluation. There is no
+mixup/cutmix: multi-label targets (and masks) pass through unchanged, so they stay correct.
+Randomness comes from torch's global generator (``torch.manual_seed`` makes it reproducible).
+
+Batches produced (``with_transform`` hands a dict of lists to the transform):
+
+* :class:`SegmentationTransform`: ``pixel_values`` float [B, C, H, W], ``labels`` int64 mask
+  [B, H, W], ``class_labels`` int64 [B] (when the dataset has a ``label`` column);
+* :class:`ClassificationTransform`: ``pixel_values``, ``labels`` int64 [B] (omitted when the
+  dataset has no label column: MAE pre-training);
+* :class:`MultiLabelTransform`: ``pixel_values``, ``labels`` float32 [B, K], plus
+  ``label_mask`` float32 [B, K] when the dataset has one (CheXpert ``ignore`` policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+__all__ = ["SegmentationTransform", "ClassificationTransform", "MultiLabelTransform"]
+
+
+class _BaseTransform:
+    """Shared geometry and normalisation; subclasses add their targets.
+
+    Arguments: ``processor``; ``train`` (random crop + flip) or not (resize); ``image_size``
+    (int or (H, W); default ``processor.size``); ``crop_scale`` / ``crop_ratio`` of
+    ``RandomResizedCrop``; ``hflip``; ``image_column``; and the column names of the subclass's
+    ``_COLUMNS`` (keyword arguments; None drops an optional target).
+    """
+
+    _COLUMNS: dict[str, str | None] = {}
+
+    def __init__(self, processor, train: bool = True, image_size: int | Sequence[int] | None = None,
+                 crop_scale: tuple[float, float] = (0.5, 1.0),
+                 crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True,
+                 image_column: str = "image", **columns):
+        unknown = set(columns) - set(self._COLUMNS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected argument(s) {sorted(unknown)}")
+        for name, default in self._COLUMNS.items():
+            setattr(self, name, columns.get(name, default))
+        if image_size is None:
+            size = getattr(processor, "size", None)
+            if not size:
+                raise ValueError("image_size is required when the processor has no 'size'")
+            image_size = (size["height"], size["width"]) if isinstance(size, dict) else size
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        self.size = tuple(int(s) for s in image_size)
+        self.train, self.image_column = train, image_column
+        mean = list(processor.image_mean)
+        std = list(processor.image_std)
+        self.num_channels = int(getattr(processor, "num_channels", len(mean)))
+        if len(mean) == 1 and self.num_channels == 3:
+            mean, std = mean * 3, std * 3
+        if len(mean) != self.num_channels:
+            raise ValueError(f"processor has {len(mean)} mean values for {self.num_channels} channels")
+        self.do_rescale = getattr(processor, "do_rescale", True)
+        self.rescale_factor = getattr(processor, "rescale_factor", None) or 1 / 255
+        self.do_normalize = getattr(processor, "do_normalize", True)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        if train:
+            steps = [v2.RandomResizedCrop(self.size, scale=crop_scale, ratio=crop_ratio, antialias=True)]
+            if hflip:
+                steps.append(v2.RandomHorizontalFlip())
+            self.geometry = v2.Compose(steps)
+        else:
+            self.geometry = v2.Resize(self.size, antialias=True)
+
+    def _image(self, pil) -> tv_tensors.Image:
+        mode = "L" if self.num_channels == 1 else "RGB"
+        return tv_tensors.Image(F.pil_to_tensor(pil.convert(mode)))
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        if self.do_rescale:
+            x = x * self.rescale_factor
+        if self.do_normalize:
+            x = (x - self.mean) / self.std
+        return x.contiguous()
+
+    def _pixel_values(self, batch) -> torch.Tensor:
+        return self._normalize(torch.stack([self.geometry(self._image(im))
+                                            for im in batch[self.image_column]]))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, train={self.train}, geometry={self.geometry})"
+
+
+class SegmentationTransform(_BaseTransform):
+    """Image + mask with identical random geometry; see the module docstring.
+
+    ``SegmentationTransform(processor, train=True, image_size=None, crop_scale=(0.5, 1.0),
+    hflip=True, mask_column="mask", label_column="label")``.
+    """
+
+    _COLUMNS = {"mask_column": "mask", "label_column": "label"}
+
+    def __call__(self, batch: dict) -> dict:
+        images, masks = [], []
+        for im, m in zip(batch[self.image_column], batch[self.mask_column]):
+            image = self._image(im)
+            mask = tv_tensors.Mask(F.pil_to_tensor(m.convert("L"))[0])
+            if mask.shape != image.shape[-2:]:
+                raise ValueError(f"mask {tuple(mask.shape)} and image {tuple(image.shape[-2:])} differ")
+            image, mask = self.geometry(image, mask)
+            images.append(image)
+            masks.append(mask)
+        out = {"pixel_values": self._normalize(torch.stack(images)),
+               "labels": (torch.stack(masks) != 0).long()}
+        if self.label_column and self.label_column in batch:
+            out["class_labels"] = torch.as_tensor(batch[self.label_column], dtype=torch.long)
+        return out
+
+
+class ClassificationTransform(_BaseTransform):
+    """Single-label classification (or unlabeled pre-training when the label column is absent)."""
+
+    _COLUMNS = {"label_column": "label"}
+
+    def __call__(self, batch: dict) -> dict:
+        out = {"pixel_values": self._pixel_values(batch)}
+        if self.label_column and self.label_column in batch:
+            out["labels"] = torch.as_tensor(batch[self.label_column], dtype=torch.long)
+        return out
+
+
+class MultiLabelTransform(_BaseTransform):
+    """Multi-label classification: ``labels`` float [B, K] (+ ``label_mask`` if present)."""
+
+    _COLUMNS = {"label_column": "labels", "mask_column": "label_mask"}
+
+    def __call__(self, batch: dict) -> dict:
+        out = {"pixel_values": self._pixel_values(batch),
+               "labels": torch.as_tensor(batch[self.label_column], dtype=torch.float32)}
+        if self.mask_column in batch:
+            out["label_mask"] = torch.as_tensor(batch[self.mask_column], dtype=torch.float32)
+        return out
