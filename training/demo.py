@@ -63,14 +63,6 @@ def _json(value: dict) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _reset_accelerate() -> None:
-    """Each stage builds its own Accelerator; forget the previous one's singleton state."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 def stage_argv(name: str, args: DemoArguments, runs: Path, schedule: dict) -> list[str]:
     """The command line of one stage (what ``medmae pretrain|finetune`` would be given)."""
     cxr = ["--dataset", "synthetic_cxr", "--dataset_kwargs", _json({"num_images": schedule["cxr_images"],
@@ -188,7 +180,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for index, (name, script) in enumerate(STAGES):
         step = "2/4" if name.startswith("etmae") else "3/4"
         t0 = time.perf_counter()
-        _reset_accelerate()
         infos[name] = scripts[script](stage_argv(name, args, runs, schedule))
         timings[name] = round(time.perf_counter() - t0, 1)
         shown = {k: round(v, 4) for k, v in infos[name]["metrics"].items()

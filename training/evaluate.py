@@ -59,78 +59,33 @@ def predict(model, dataloader, accelerator, kind: str) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Metrics (training/metrics.py when it provides them; the definitions below otherwise)
+# Metrics (definitions and edge-case conventions: training/metrics.py)
 # ----------------------------------------------------------------------------------------------------
-def _surface(mask: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import binary_erosion
+def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequence[str] = ()) -> dict:
+    """Flat metric dict of a prediction dict from :func:`predict`.
 
-    return mask & ~binary_erosion(mask, border_value=0)
+    multilabel: ``mauc`` and ``auc/<label>`` (labels with one class in the truth are left out of the mean).
+    segcls: ``dice``, ``jaccard``, ``hd95``, ``asd`` (pixels; a missed lesion counts the image diagonal),
+    ``dice_positive`` (lesion images only), ``accuracy``, ``precision``, ``recall`` (the positive class for
+    two classes, as for SIIM-ACR pneumothorax; macro averages otherwise, as for BUSI's three classes).
+    """
+    from .metrics import classification_metrics, multilabel_auc, segmentation_metrics
 
-
-def _surface_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distances (pixels) from the surface of ``a`` to the surface of ``b``."""
-    from scipy.ndimage import distance_transform_edt
-
-    return distance_transform_edt(~_surface(b))[_surface(a)]
-
-
-def _segmentation_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Foreground (class > 0) metrics averaged over images. Dice/Jaccard: an image with empty truth and empty
-    prediction scores 1 (SIIM-ACR convention). HD95/ASD (pixels, symmetric): over images where both are
-    non-empty (``surface_images`` counts them)."""
-    dice, jaccard, hd95, asd = [], [], [], []
-    for p, t in zip(pred > 0, true > 0):
-        inter, total, union = (p & t).sum(), p.sum() + t.sum(), (p | t).sum()
-        dice.append(1.0 if total == 0 else 2.0 * inter / total)
-        jaccard.append(1.0 if union == 0 else inter / union)
-        if p.any() and t.any():
-            d = np.concatenate([_surface_distances(p, t), _surface_distances(t, p)])
-            hd95.append(float(np.percentile(d, 95)))
-            asd.append(float(d.mean()))
-    return {"dice": float(np.mean(dice)), "jaccard": float(np.mean(jaccard)),
-            "hd95": float(np.mean(hd95)) if hd95 else float("nan"), "asd": float(np.mean(asd)) if asd else float("nan"),
-            "surface_images": len(hd95)}
-
-
-def _classification_metrics(prob: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """ACC, PRE, REC: positive class 1 for two classes, macro averages otherwise."""
-    from sklearn.metrics import accuracy_score, precision_score, recall_score
-
-    pred = prob.argmax(1)
-    average = "binary" if prob.shape[1] == 2 else "macro"
-    return {"accuracy": float(accuracy_score(true, pred)),
-            "precision": float(precision_score(true, pred, average=average, zero_division=0)),
-            "recall": float(recall_score(true, pred, average=average, zero_division=0))}
-
-
-def _multilabel_auc(prob: np.ndarray, labels: np.ndarray, names: Sequence[str],
-                    mask: Optional[np.ndarray] = None) -> dict[str, float]:
-    """Per-label ROC AUC (labels with one class only are skipped, as medical_mae does) and their mean."""
-    from sklearn.metrics import roc_auc_score
-
-    out = {}
-    for k, name in enumerate(names):
-        keep = np.ones(len(labels), bool) if mask is None else mask[:, k] > 0
-        if len(np.unique(labels[keep, k])) == 2:
-            out[f"auc/{name}"] = float(roc_auc_score(labels[keep, k], prob[keep, k]))
-    return {"mauc": float(np.mean(list(out.values()))) if out else float("nan"), **out}
-
-
-def _metrics_module():
-    try:
-        from . import metrics
-    except ImportError:
-        return None
-    return metrics
-
-
-def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequence[str] = ()) -> dict[str, float]:
-    """Metric dict of a prediction dict from :func:`predict`."""
     if kind == "multilabel":
         names = list(label_names) or [f"label_{k}" for k in range(preds["labels"].shape[1])]
-        return _multilabel_auc(preds["probabilities"], preds["labels"], names, preds.get("label_mask"))
-    return {**_segmentation_metrics(preds["seg_pred"], preds["seg_true"]),
-            **_classification_metrics(preds["cls_prob"], preds["cls_true"])}
+        auc = multilabel_auc(preds["labels"], preds["probabilities"], names, preds.get("label_mask"))
+        return {"mauc": auc["mean_auc"], **{f"auc/{k}": v for k, v in auc["per_label"].items()}}
+    seg = segmentation_metrics(preds["seg_pred"] > 0, preds["seg_true"] > 0)
+    num_classes = preds["cls_prob"].shape[1]
+    cls = classification_metrics(preds["cls_true"], preds["cls_prob"], num_classes=num_classes)
+    if num_classes == 2:
+        positive = cls["per_class"]["1"]
+        precision, recall = positive["precision"], positive["recall"]
+    else:
+        precision, recall = cls["precision_macro"], cls["recall_macro"]
+    return {"dice": seg["dice"], "jaccard": seg["jaccard"], "hd95": seg["hd95"], "asd": seg["asd"],
+            "dice_positive": seg["dice_positive"], "accuracy": cls["accuracy"], "precision": precision,
+            "recall": recall}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -152,6 +152,9 @@ class FinetuneTask(TrainingTask):
 
     def run_info_extra(self) -> dict:
         extra = {"label_names": self.label_names}
+        preds = getattr(self, "last_predictions", None)
+        if preds:
+            extra["eval_num_items"] = len(next(iter(preds.values())))
         if self.model_args.init_from:
             extra["base_model"] = Path(self.model_args.init_from).name
             extra["source_checkpoint_sha256"] = weights_sha256(self.model_args.init_from)

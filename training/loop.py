@@ -93,9 +93,14 @@ def configure_threads(num_threads: Optional[int], num_parameters: int) -> int:
 
 
 def make_accelerator(run_args, opt_args, mixed_precision: str, find_unused_parameters: bool = False):
+    """A fresh Accelerator for one run. The per-run singleton state of a previous run in the same process
+    (``medmae demo``, tests) is forgotten first; the process group, if any, is kept."""
     from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration
 
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     out = Path(run_args.output_dir)
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
     return Accelerator(
@@ -155,71 +160,24 @@ def split_record(splits, data_args, out_dir: Optional[Path]) -> dict:
     return record
 
 
-class BatchTransform:
-    """``dataset.with_transform`` callable: raw rows -> ``pixel_values`` (+ ``labels``, ``class_labels``).
-
-    kind: ``image`` (pre-training), ``multilabel`` (``labels`` float [K], ``label_mask`` when present) or
-    ``segcls`` (``labels`` = mask [H, W] int64, ``class_labels`` = the ``label`` column). Training-time
-    augmentation (random resized crop with scale ``(crop_scale_min, 1)``, horizontal flip) is applied to image
-    and mask together and draws from torch's global RNG (saved and restored by checkpoints).
-    """
-
-    def __init__(self, kind: str, processor, train: bool, crop_scale_min: Optional[float] = None,
-                 hflip: bool = True):
-        if kind not in ("image", "multilabel", "segcls"):
-            raise ValueError(f"unknown transform kind {kind!r}")
-        self.kind, self.processor, self.train = kind, processor, train
-        self.crop_scale_min = crop_scale_min if train and crop_scale_min and crop_scale_min < 1 else None
-        self.hflip = hflip and train
-
-    def _augment(self, pixels: torch.Tensor, mask: Optional[torch.Tensor]):
-        import torch.nn.functional as F
-
-        size = pixels.shape[-2:]
-        if self.crop_scale_min is not None:
-            area = size[0] * size[1] * float(torch.empty(1).uniform_(self.crop_scale_min, 1.0))
-            ratio = math.exp(float(torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3))))
-            h = min(size[0], max(1, round(math.sqrt(area / ratio))))
-            w = min(size[1], max(1, round(math.sqrt(area * ratio))))
-            top = int(torch.randint(0, size[0] - h + 1, (1,)))
-            left = int(torch.randint(0, size[1] - w + 1, (1,)))
-            pixels = F.interpolate(pixels[None, :, top:top + h, left:left + w], size=size, mode="bilinear",
-                                   align_corners=False)[0]
-            if mask is not None:
-                mask = F.interpolate(mask[None, None, top:top + h, left:left + w].float(), size=size,
-                                     mode="nearest")[0, 0].to(mask.dtype)
-        if self.hflip and float(torch.rand(1)) < 0.5:
-            pixels = pixels.flip(-1)
-            mask = mask.flip(-1) if mask is not None else None
-        return pixels, mask
-
-    def __call__(self, batch: dict) -> dict:
-        images = batch["image"]
-        if self.kind == "segcls":
-            encoded = self.processor(images, segmentation_maps=batch["mask"], return_tensors="pt")
-            pixels, masks = encoded["pixel_values"], encoded["labels"].clamp(max=1)
-        else:
-            pixels, masks = self.processor(images, return_tensors="pt")["pixel_values"], None
-        if self.train:
-            pairs = [self._augment(pixels[i], None if masks is None else masks[i]) for i in range(len(pixels))]
-            pixels = torch.stack([p for p, _ in pairs])
-            masks = torch.stack([m for _, m in pairs]) if masks is not None else None
-        out = {"pixel_values": pixels}
-        if self.kind == "multilabel":
-            out["labels"] = torch.as_tensor(batch["labels"], dtype=torch.float32)
-            if "label_mask" in batch:
-                out["label_mask"] = torch.as_tensor(batch["label_mask"], dtype=torch.float32)
-        elif self.kind == "segcls":
-            out["labels"] = masks.long()
-            out["class_labels"] = torch.as_tensor(batch["label"], dtype=torch.long)
-        return out
-
-
 def attach_transforms(splits, kind: str, processor, data_args) -> dict:
-    """Each split with its :class:`BatchTransform` (augmentation on ``train`` only)."""
-    return {name: ds.with_transform(BatchTransform(kind, processor, name == "train", data_args.crop_scale_min,
-                                                   data_args.hflip))
-            for name, ds in splits.items()}
+    """Each split with its ``training.transforms`` transform (augmentation on ``train`` only).
+
+    kind: ``image`` (pre-training: ``pixel_values``), ``multilabel`` (+ ``labels`` [K] float, ``label_mask``) or
+    ``segcls`` (+ ``labels`` mask [H, W], ``class_labels``). Without ``crop_scale_min`` the training geometry is a
+    flip only (scale and ratio 1). Augmentation draws from torch's global RNG, which checkpoints restore.
+    """
+    from .transforms import ClassificationTransform, MultiLabelTransform, SegmentationTransform
+
+    low = data_args.crop_scale_min
+    crop = dict(crop_scale=(low, 1.0)) if low and low < 1 else dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    make = {"image": lambda train: ClassificationTransform(processor, train, hflip=data_args.hflip, label_column=None,
+                                                           **crop),
+            "multilabel": lambda train: MultiLabelTransform(processor, train, hflip=data_args.hflip, **crop),
+            "segcls": lambda train: SegmentationTransform(processor, train, hflip=data_args.hflip, **crop)}
+    if kind not in make:
+        raise ValueError(f"unknown transform kind {kind!r}")
+    return {name: ds.with_transform(make[kind](name == "train")) for name, ds in splits.items()}
 
 
 def make_dataloader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,

@@ -1,0 +1,147 @@
+"""The Accelerate scripts and the ``medmae`` command on tiny synthetic runs (in-process, one CPU thread)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medmae.training import cli, evaluate, finetune, pretrain
+from medmae.training.args import parse_args, preset_values
+from medmae.training.loop import NonFiniteLossError, checkpoint_dirs
+
+FAST = ["--report_to", "none", "--progress_bar", "False", "--seed", "0", "--logging_steps", "1"]
+US = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 40, "image_size": 64}']
+CXR = ["--dataset", "synthetic_cxr", "--dataset_kwargs", '{"num_images": 48, "image_size": 32}']
+RUN_INFO_KEYS = {"family", "task", "dataset", "split", "uncertainty_policy", "hyperparameters", "metrics",
+                 "eval_split", "git_commit", "medmae_version", "seed", "wall_time_s", "num_parameters"}
+
+
+@pytest.fixture(scope="module")
+def sdda_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sdda")
+    pre = pretrain.main(["--preset", "demo", *US, "--num_epochs", "1", "--batch_size", "8", *FAST,
+                         "--output_dir", str(root / "pre")])
+    ft = finetune.main(["--preset", "demo", *US, "--num_epochs", "1", "--batch_size", "8", "--crop_scale_min", "0.6",
+                        "--init_from", str(root / "pre"), *FAST, "--output_dir", str(root / "ft")])
+    return root, pre, ft
+
+
+def test_presets_are_defaults_below_flags_and_config_files(tmp_path):
+    model, data, opt, run = parse_args("finetune", ["--preset", "busi", "--num_epochs", "3", "--output_dir", "x"])
+    assert (opt.optimizer, opt.lr, opt.momentum, opt.scheduler, opt.batch_size) == ("sgd", 0.01, 0.9, "poly", 12)
+    assert opt.num_epochs == 3 and model.family == "sdda_mae" and data.dataset == "busi"
+    model, _, opt, _ = parse_args("finetune", ["--preset", "chestxray14"])
+    assert (opt.layer_decay, opt.blr, opt.weight_decay, model.drop_path_rate) == (0.55, 2.5e-4, 0.05, 0.2)
+    assert preset_values("pretrain", "siim-acr")["lr"] == 2e-4
+    config = tmp_path / "args.yaml"
+    config.write_text("preset: siim_acr\nnum_epochs: 7\nbatch_size: 4\n")
+    _, data, opt, _ = parse_args("pretrain", ["--config", str(config), "--batch_size", "2"])
+    assert (data.dataset, opt.num_epochs, opt.batch_size, opt.lr) == ("siim_acr", 7, 2, 2e-4)
+
+
+def test_unknown_preset_is_a_clear_usage_error(capsys):
+    with pytest.raises(ValueError, match="valid presets: .*busi.*chestxray14"):
+        parse_args("pretrain", ["--preset", "imagenet"])
+    assert cli.main(["finetune", "--preset", "imagenet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown finetune preset 'imagenet'" in err and "siim_acr" in err
+
+
+def test_missing_dataset_folder_names_the_folder(tmp_path, capsys):
+    missing = tmp_path / "no_such_busi"
+    code = cli.main(["pretrain", "--preset", "busi", "--data_root", str(missing), "--model_preset", "tiny_test",
+                     "--output_dir", str(tmp_path / "run"), *FAST])
+    assert code == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_pretrain_finetune_run_folder_contract(sdda_runs):
+    root, pre, ft = sdda_runs
+    for run, info in (("pre", pre), ("ft", ft)):
+        folder = root / run
+        on_disk = json.loads((folder / "run_info.json").read_text())
+        assert RUN_INFO_KEYS <= set(on_disk) and on_disk["family"] == "sdda_mae"
+        assert (folder / "final" / "model.safetensors").is_file()
+        assert (folder / "final" / "preprocessor_config.json").is_file()
+        assert any(p.suffix == ".py" for p in (folder / "final").iterdir())  # remote code
+        assert (folder / "metrics.json").is_file() and (folder / "metrics.md").is_file()
+        assert checkpoint_dirs(folder) and (folder / "split_manifest.json").is_file()
+        text = json.dumps(on_disk["hyperparameters"])
+        assert str(root) not in text and "/tmp" not in text  # no absolute paths
+        assert on_disk["split"]["kind"] == "seeded" and on_disk["split"]["manifest_sha256"]
+    assert pre["task"] == "pretraining" and pre["eval_split"] == "validation"
+    assert ft["task"] == "segmentation_classification" and ft["eval_split"] == "test"
+    assert {"dice", "jaccard", "hd95", "asd", "accuracy", "precision", "recall"} <= set(ft["metrics"])
+    assert ft["metric_for_best"] == "dice" and ft["best_step"] is not None
+    assert ft["validation_metrics"]["step"] == ft["best_step"]  # chosen on validation, reported on test
+    assert ft["source_checkpoint_sha256"] and ft["transfer"]["transfer"] == "encoder_decoder"
+    figures = {Path(p).name for p in ft["figures"]} | {Path(p).name for p in pre["figures"]}
+    assert {"loss_curves.png", "reconstructions.png", "segmentation_overlays.png"} <= figures
+    assert "| Dice(%) ↑ | Jaccard(%) ↑ | HD95 ↓ | ASD ↓ |" in (root / "ft" / "metrics.md").read_text()
+
+
+def test_evaluate_command_writes_json_and_markdown(sdda_runs, tmp_path):
+    root, _, ft = sdda_runs
+    assert cli.main(["evaluate", "--model", str(root / "ft"), *US, "--split", "test", "--output_dir",
+                     str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "metrics_test.json").read_text())
+    assert payload["metrics"]["dice"] == pytest.approx(ft["metrics"]["dice"], abs=1e-6)
+    assert "ACC(%)" in (tmp_path / "metrics_test.md").read_text()
+
+
+def test_etmae_teacher_distillation_and_multilabel_finetune(tmp_path):
+    common = [*CXR, "--num_epochs", "1", "--batch_size", "8", *FAST, "--figures", "False"]
+    teacher = pretrain.main(["--preset", "demo_etmae_teacher", "--config_overrides", '{"hidden_size": 48}', *common,
+                             "--output_dir", str(tmp_path / "teacher")])
+    student = pretrain.main(["--preset", "demo_etmae_teacher", "--teacher", str(tmp_path / "teacher"), "--task",
+                             "distillation", *common, "--output_dir", str(tmp_path / "student")])
+    assert teacher["task"] == "pretraining" and student["task"] == "distillation"
+    assert student["teacher"] == "teacher" and len(student["teacher_sha256"]) == 64
+    assert "distillation_loss" in student["metrics"]
+    cls = finetune.main(["--preset", "demo_etmae", "--init_from", str(tmp_path / "student"), *common,
+                         "--output_dir", str(tmp_path / "cls")])
+    assert cls["task"] == "multilabel_classification" and 0.0 <= cls["metrics"]["mauc"] <= 1.0
+    assert cls["hyperparameters"]["layer_decay"] == 0.75 and "auc/Effusion" in cls["metrics"]
+    assert "etmae.blocks.0.attn.qkv.weight" not in cls["transfer"]["initialised"]
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    out = tmp_path / "nan"
+    argv = ["--preset", "demo_etmae_teacher", *CXR, "--num_epochs", "2", "--batch_size", "8", "--save_steps", "2",
+            *FAST, "--debug_nan_at_step", "4", "--output_dir", str(out)]
+    with pytest.raises(NonFiniteLossError, match=r"step 4.*Last good checkpoint: .*step_2"):
+        pretrain.main(argv)
+    assert [p.name for p in checkpoint_dirs(out)] == ["step_2"] and not (out / "final").exists()
+    assert cli.main(["pretrain", *argv, "--output_dir", str(tmp_path / "nan_cli")]) == 1
+    assert "non-finite training loss" in capsys.readouterr().err
+
+
+def test_convert_command_timm_checkpoint(tmp_path):
+    timm = pytest.importorskip("timm")
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, img_size=32, patch_size=8,
+                               embed_dim=32, depth=2, num_heads=2, global_pool="avg", fc_norm=True)
+    torch.save({"model": source.state_dict()}, tmp_path / "vit.pth")
+    assert cli.main(["convert", "timm", str(tmp_path / "vit.pth"), str(tmp_path / "out"), "--num-heads", "2"]) == 0
+    from medmae import ETMAEForImageClassification, MedMAEImageProcessor
+
+    model = ETMAEForImageClassification.from_pretrained(tmp_path / "out").eval()
+    processor = MedMAEImageProcessor.from_pretrained(tmp_path / "out")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(x).logits, source.eval()(x), atol=1e-5, rtol=1e-5)
+    assert processor.size == {"height": 32, "width": 32}
+
+
+def test_cli_help_and_unknown_command(capsys):
+    assert cli.main([]) == 0 and "demo" in capsys.readouterr().out
+    assert cli.main(["frobnicate"]) == 2
+    assert pretrain.main(["--list_presets"]) == {} and "chestxray14_teacher" in capsys.readouterr().out
+
+
+def test_evaluate_tables_in_paper_layout():
+    rows = {"ours": {"dice": 0.8575, "jaccard": 0.8031, "hd95": 10.87, "asd": 3.02, "accuracy": 0.9464,
+                     "precision": 0.8421, "recall": 0.9242}}
+    assert "| ours | 85.75 | 80.31 | 10.87 | 3.02 |" in evaluate.segmentation_table(rows, "SIIM-ACR")
+    assert "| ours | 94.64 | 84.21 | 92.42 |" in evaluate.classification_table(rows, "SIIM-ACR")
+    table = evaluate.mauc_table({"ETMAE": {"mauc": 0.781, "auc/Mass": 0.8}}, "NIH", {"ETMAE": 5_500_000})
+    assert "| ETMAE | 5.5M | 78.10 |" in table and "| ETMAE | 80.00 |" in table
