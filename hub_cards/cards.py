@@ -165,7 +165,7 @@ UNCERTAINTY_TEXT = {
 METRIC_NAMES = {
     "auroc": "macro AUROC", "macro_auroc": "macro AUROC", "roc_auc": "macro AUROC", "mauc": "macro AUROC",
     "accuracy": "accuracy", "f1": "F1", "macro_f1": "macro F1", "dice": "Dice", "iou": "IoU", "miou": "mean IoU",
-    "hd95": "HD95", "reconstruction_loss": "reconstruction loss (MSE)", "loss": "loss",
+    "hd95": "HD95", "jaccard": "Jaccard (IoU)", "asd": "ASD (average surface distance)", "reconstruction_loss": "reconstruction loss (MSE)", "loss": "loss",
 }
 
 # Config fields shown in the card's architecture list, when the config has them.
@@ -279,16 +279,20 @@ def metric_rows(run_info: Mapping[str, Any]) -> list[dict]:
         values = seeds.get(name) or []
         value = metrics.get(name)
         rows.append(dict(key=name, display=METRIC_NAMES.get(name.lower(), name.replace("_", " ")),
-                         value=f"{float(value):.4f}" if isinstance(value, (int, float)) else "—",
+                         value=(str(value) if isinstance(value, int) else f"{value:.4f}" if isinstance(value, float)
+                                else "—"),
                          raw=value, mean_sd=mean_sd(values) if len(values) > 1 else None,
                          n_seeds=len(values) if len(values) > 1 else None))
     return rows
 
 
 def eval_results(rows: list[dict], task_type: str, dataset_key: str, dataset_name: str, split: str) -> list[EvalResult]:
-    """``model-index`` entries: the mean ± sd string when several seeds were run, else the run's number."""
+    """``model-index`` entries: the mean ± sd string when several seeds were run, else the run's number.
+    Per-label metrics (``auc/Effusion``) stay in the card's table only."""
     results = []
     for row in rows:
+        if "/" in row["key"]:
+            continue
         value = row["mean_sd"] if row["mean_sd"] else row["raw"]
         if value is None:
             continue
@@ -442,7 +446,7 @@ def build_model_card(
 
     rows = metric_rows(run_info)
     results = eval_results(rows, pipeline_tag, dataset_key or "unknown", dataset["display"] if dataset else "unknown",
-                           eval_split) if rows else None
+                           eval_split) or None
     tags = ["medical-imaging", "masked-autoencoder", "medmae", *family["tags"], *TASKS[task]["tags"]]
     if dataset and dataset.get("modality"):
         tags.append(dataset["modality"])
@@ -458,7 +462,7 @@ def build_model_card(
         model_name=model_name, library_name="transformers", pipeline_tag=pipeline_tag, license=license_,
         tags=list(dict.fromkeys(tags)), datasets=[dataset_key] if dataset_key else None,
         base_model=base_model if _is_repo_id(base_model) else (teacher_id if _is_repo_id(teacher_id) else None),
-        metrics=[row["key"] for row in rows] or None, eval_results=results, **license_fields,
+        metrics=[r.metric_type for r in results or []] or None, eval_results=results, **license_fields,
     )
 
     multilabel = getattr(config, "problem_type", None) == "multi_label_classification"
@@ -496,7 +500,8 @@ def build_model_card(
         config_summary=[dict(name=f, value=_fmt(getattr(config, f))) for f in _CONFIG_FIELDS
                         if getattr(config, f, None) is not None],
         dataset=dataset, eval_split=eval_split, metrics=rows, any_seeds=any_seeds, headline=headline,
-        hyperparameters=[dict(name=k, value=_fmt(v)) for k, v in (run_info.get("hyperparameters") or {}).items()],
+        hyperparameters=[dict(name=k, value=_fmt(v)) for k, v in (run_info.get("hyperparameters") or {}).items()
+                         if v is not None],
         run_facts=run_facts, split_rows=_split_rows(split),
         uncertainty=_uncertainty(run_info.get("uncertainty_policy")),
         labels=_label_rows(label_source, crosswalk) if label_source else [],

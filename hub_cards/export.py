@@ -431,11 +431,14 @@ def main_export(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("out_dir", help="folder to create")
     parser.add_argument("--repo-id", help="Hub id the card links to, e.g. medmae/etmae-vit-tiny")
     parser.add_argument("--run-info", help="JSON file merged over the run's run_info.json")
+    parser.add_argument("--base-model", help="Hub id of the model this one was fine-tuned from (card link)")
+    parser.add_argument("--teacher", help="Hub id of the distillation teacher (card link)")
     parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
     parser.add_argument("--forbid", action="append", default=[],
                         help="a string that must not appear in the export (e.g. a dataset root); repeatable")
     args = parser.parse_args(argv)
-    extra = json.loads(Path(args.run_info).read_text()) if args.run_info else None
+    extra = json.loads(Path(args.run_info).read_text()) if args.run_info else {}
+    extra.update({key: value for key, value in (("base_model", args.base_model), ("teacher", args.teacher)) if value})
     try:
         folder = export_folder(args.source, args.out_dir, run_info=extra, repo_id=args.repo_id,
                                overwrite=args.overwrite, forbidden_strings=args.forbid)
