@@ -262,11 +262,9 @@ def reference_sample(model, processor, seed: int = 0) -> dict[str, torch.Tensor]
 def provenance_metadata(run_info: Mapping[str, Any], model) -> dict[str, str]:
     """String metadata for ``model.safetensors`` (safetensors metadata must be str -> str)."""
     from .. import __version__
+    from .cards import run_reference
 
     split = run_info.get("split") or {}
-    teacher = run_info.get("teacher")
-    if isinstance(teacher, Mapping):  # {"repo_id"/"description": ..., "sha256": ...}
-        teacher = teacher.get("repo_id") or teacher.get("description")
     fields = {
         "format": "pt",
         "medmae_version": __version__,
@@ -276,9 +274,9 @@ def provenance_metadata(run_info: Mapping[str, Any], model) -> dict[str, str]:
         "task": run_info.get("task"),
         "dataset": run_info.get("dataset"),
         "split_manifest_sha256": split.get("manifest_sha256") if isinstance(split, Mapping) else None,
-        "teacher": teacher,
+        "teacher": run_reference(run_info, "teacher"),
         "teacher_sha256": run_info.get("teacher_sha256"),
-        "base_model": run_info.get("base_model"),
+        "base_model": run_reference(run_info, "base_model"),
         "source_checkpoint_sha256": run_info.get("source_checkpoint_sha256"),
         "git_commit": run_info.get("git_commit"),
         "run_medmae_version": run_info.get("medmae_version"),
