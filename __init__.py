@@ -17,6 +17,13 @@ from .modeling.layers import MedMAEPreTrainedModel
 from .modeling.remote_code import write_remote_code
 
 
+def _push_model(model, repo_id, *args, **kwargs):
+    """``model.push_to_hub`` of medmae models: export the full zoo folder and upload it in one commit."""
+    from .hub_cards.push import push_model  # imported on use: huggingface_hub's upload stack is not needed before
+
+    return push_model(model, repo_id, *args, **kwargs)
+
+
 def _register() -> None:
     """Register medmae classes with the Auto classes (idempotent) and install the remote-code export hook."""
     from transformers.models.auto import modeling_auto
@@ -33,6 +40,7 @@ def _register() -> None:
         )
     MedMAEImageProcessor.register_for_auto_class("AutoImageProcessor")
     MedMAEPreTrainedModel._export_hook = staticmethod(write_remote_code)
+    MedMAEPreTrainedModel._push_hook = staticmethod(_push_model)
 
 
 _register()

@@ -198,13 +198,16 @@ class MedMAEPreTrainedModel(PreTrainedModel):
     ``save_pretrained`` additionally calls ``_export_hook(model, save_directory)`` when one is installed:
     the installed medmae package uses it to write the flat, self-contained remote code and the
     ``auto_map`` next to the weights, so that collaborators without medmae can load the folder with
-    ``trust_remote_code=True``. When this file runs as remote code no hook is installed.
+    ``trust_remote_code=True``. Likewise ``push_to_hub`` goes through ``_push_hook`` (medmae's full zoo
+    folder: weights, code, processor, card, reference outputs). When this file runs as remote code no
+    hook is installed and both behave as in transformers.
     """
 
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _export_hook = None
+    _push_hook = None
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -229,6 +232,12 @@ class MedMAEPreTrainedModel(PreTrainedModel):
                 f"other shapes ({details}). Pass ignore_mismatched_sizes=True to re-initialise them on purpose."
             )
         return (model, info) if output_loading_info else model
+
+    def push_to_hub(self, repo_id: str, *args, **kwargs):
+        hook = type(self)._push_hook
+        if hook is None:
+            return super().push_to_hub(repo_id, *args, **kwargs)
+        return hook(self, repo_id, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         super().save_pretrained(save_directory, *args, **kwargs)
