@@ -178,12 +178,13 @@ _CONFIG_FIELDS = ("image_size", "patch_size", "num_channels", "hidden_size", "hi
 # Facts read from the model
 # --------------------------------------------------------------------------------------------------
 def auto_class_for(model_cls) -> Optional[str]:
-    """The most specific transformers Auto class registered for ``model_cls`` (None when it has none)."""
+    """The most specific transformers Auto class that loads ``model_cls`` from its own folder (None when none):
+    a registered one, or the slot the class takes in its saved ``auto_map`` (``remote_auto_class``)."""
     from ..modeling import AUTO_REGISTRY
 
     names = [auto for auto, _, cls in AUTO_REGISTRY if cls is model_cls]
     specific = [n for n in names if n != "AutoModel"]
-    return (specific or names or [None])[0]
+    return (specific or names or [getattr(model_cls, "remote_auto_class", None)])[0]
 
 
 def infer_task(model) -> str:
@@ -482,9 +483,8 @@ def build_model_card(
         pipeline_snippet = "masks = pipe(image)  # one PIL mask per segmentation class"
     files, weights_sha256 = _file_rows(folder)
     auto_class = auto_class_for(type(model))
-    from ..modeling.remote_code import auto_map_for
+    local_auto_class = auto_class if auto_class != getattr(type(model), "remote_auto_class", None) else None
 
-    remote_module = next(iter(v for k, v in auto_map_for(config.model_type)[0].items() if k != "AutoConfig")).split(".")[0]
     split = run_info.get("split")
     any_seeds = any(row["n_seeds"] for row in rows)
     headline = None
@@ -498,7 +498,7 @@ def build_model_card(
         family["template"], card_data,
         model_name=model_name, repo_id=repo_id, family=family, task=task, task_display=TASKS[task]["display"],
         pipeline_tag=pipeline_tag, architecture=type(model).__name__, model_type=config.model_type,
-        auto_class=auto_class, remote_module=remote_module, params=parameter_counts(model),
+        auto_class=auto_class, local_auto_class=local_auto_class, params=parameter_counts(model),
         config_summary=[dict(name=f, value=_fmt(getattr(config, f))) for f in _CONFIG_FIELDS
                         if getattr(config, f, None) is not None],
         dataset=dataset, eval_split=eval_split, metrics=rows, any_seeds=any_seeds, headline=headline,

@@ -220,7 +220,7 @@ class MedMAEImageProcessor(BaseImageProcessor):
         if hasattr(segmentation_map, "mode") and not isinstance(segmentation_map, (np.ndarray, torch.Tensor)):
             if segmentation_map.mode not in ("L", "P", "1", "I", "I;16"):
                 segmentation_map = segmentation_map.convert("L")
-            segmentation_map = np.asarray(segmentation_map)
+            segmentation_map = np.array(segmentation_map)
         tensor = torch.as_tensor(np.asarray(segmentation_map)).to(torch.int64)
         if tensor.ndim == 3 and tensor.shape[0] == 1:
             tensor = tensor[0]

@@ -67,6 +67,42 @@ def interpolate_pos_embed(
 
 
 # --------------------------------------------------------------------------------------------------
+# MAE steps shared by both families (facebookresearch/mae models_mae.py)
+# --------------------------------------------------------------------------------------------------
+def patchify(imgs: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, (H/p)*(W/p), p*p*C], channel fastest (MAE ``patchify``)."""
+    b, c, height, width = imgs.shape
+    p = patch_size
+    x = imgs.reshape(b, c, height // p, p, width // p, p)
+    return torch.einsum("nchpwq->nhwpqc", x).reshape(b, (height // p) * (width // p), p * p * c)
+
+
+def unpatchify(x: torch.Tensor, patch_size: int, num_channels: int, grid: tuple[int, int]) -> torch.Tensor:
+    """[B, h*w, p*p*C] -> [B, C, h*p, w*p], the inverse of ``patchify``; grid = (h, w)."""
+    p, c = patch_size, num_channels
+    h, w = grid
+    x = x.reshape(x.shape[0], h, w, p, p, c)
+    return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
+
+
+def masked_patch_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix_loss: bool) -> torch.Tensor:
+    """MAE ``forward_loss`` in fp32: per-patch MSE averaged over removed patches only.
+
+    pred, target: [B, L, p*p*C] (target from ``patchify``); mask: [B, L] with 1 = removed.
+    ``norm_pix_loss`` normalises each target patch by its mean and (unbiased) variance + 1e-6, as in MAE.
+    A batch without removed patches gives 0 (never NaN).
+    """
+    target = target.float()
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    loss = ((pred.float() - target) ** 2).mean(dim=-1)
+    mask = mask.float()
+    return (loss * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+# --------------------------------------------------------------------------------------------------
 # Small modules
 # --------------------------------------------------------------------------------------------------
 def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:

@@ -30,6 +30,9 @@ from .layers import (
     check_pixel_values,
     get_2d_sincos_pos_embed,
     interpolate_pos_embed,
+    masked_patch_mse,
+    patchify,
+    unpatchify,
     trunc_normal_init_,
     xavier_uniform_flat_,
 )
@@ -380,32 +383,18 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
     # ---- MAE steps -------------------------------------------------------------------------------
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, L, p*p*C] (channel fastest, as in MAE)."""
-        p, c = self.config.patch_size, self.config.num_channels
-        b, _, height, width = imgs.shape
-        h, w = height // p, width // p
-        x = imgs.reshape(b, c, h, p, w, p)
-        return torch.einsum("nchpwq->nhwpqc", x).reshape(b, h * w, p * p * c)
+        return patchify(imgs, self.config.patch_size)
 
     def unpatchify(self, x: torch.Tensor, grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """[B, L, p*p*C] -> [B, C, H, W] (inverse of ``patchify``)."""
-        p, c = self.config.patch_size, self.config.num_channels
-        h, w = grid if grid is not None else self.etmae.grid_size
-        x = x.reshape(x.shape[0], h, w, p, p, c)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
+        return unpatchify(x, self.config.patch_size, self.config.num_channels, grid or self.etmae.grid_size)
 
     def forward_loss(self, pixel_values: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Masked-patch MSE (MAE ``forward_loss``; ETMAE eq. (1) L_MAE), in fp32.
 
         pred: [B, L, p*p*C]; mask: [B, L] with 1 = removed. Only removed patches count.
         """
-        target = self.patchify(pixel_values).float()
-        if self.config.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.0e-6) ** 0.5
-        loss = ((pred.float() - target) ** 2).mean(dim=-1)
-        mask = mask.float()
-        return (loss * mask).sum() / mask.sum()
+        return masked_patch_mse(pred, self.patchify(pixel_values), mask, self.config.norm_pix_loss)
 
     def distillation_loss(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
         """ETMAE eq. (2) L_dist: loss(normalise(proj(z_S)), normalise(z_T)) over tokens and channels, in fp32.

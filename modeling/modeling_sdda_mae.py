@@ -35,7 +35,15 @@ from transformers.modeling_outputs import ImageClassifierOutput, SemanticSegment
 from transformers.utils import ModelOutput
 
 from ..configuration.configuration_sdda_mae import SDDAMAEConfig
-from .layers import MedMAEPreTrainedModel, Mlp, check_pixel_values, trunc_normal_init_
+from .layers import (
+    MedMAEPreTrainedModel,
+    Mlp,
+    check_pixel_values,
+    masked_patch_mse,
+    patchify,
+    trunc_normal_init_,
+    unpatchify,
+)
 from .sdda_layers import (
     ChannelAttention,
     ConvDownsample,
@@ -560,17 +568,11 @@ class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
     # ---- MAE steps -------------------------------------------------------------------------------
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, L, p*p*C] (channel fastest, as in MAE)."""
-        p, c = self.config.patch_size, self.config.num_channels
-        b, _, height, width = imgs.shape
-        x = imgs.reshape(b, c, height // p, p, width // p, p)
-        return torch.einsum("nchpwq->nhwpqc", x).reshape(b, (height // p) * (width // p), p * p * c)
+        return patchify(imgs, self.config.patch_size)
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """[B, L, p*p*C] -> [B, C, H, W] (inverse of ``patchify``); grid = (H/p, W/p)."""
-        p, c = self.config.patch_size, self.config.num_channels
-        h, w = grid
-        x = x.reshape(x.shape[0], h, w, p, p, c)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
+        return unpatchify(x, self.config.patch_size, self.config.num_channels, grid)
 
     def forward_decoder(self, features: tuple[torch.Tensor, ...], grids: list[tuple[int, int]]) -> torch.Tensor:
         """Decoder WITHOUT skips (Swin-MAE pre-training): bottleneck -> d [B, N_1, C_1]."""
@@ -582,14 +584,7 @@ class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
 
         pred: [B, L, p*p*C]; mask: [B, L] with 1 = masked. No masked patch (mask_ratio 0) gives 0.
         """
-        target = self.patchify(pixel_values).float()
-        if self.config.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.0e-6) ** 0.5
-        loss = ((pred.float() - target) ** 2).mean(dim=-1)
-        mask = mask.float()
-        return (loss * mask).sum() / mask.sum().clamp_min(1.0)
+        return masked_patch_mse(pred, self.patchify(pixel_values), mask, self.config.norm_pix_loss)
 
     def sd_token_weights(self, mask: torch.Tensor, grid: tuple[int, int], target: tuple[int, int]):
         """Token weights selected by ``sd_tokens`` (A5) at ``target`` resolution: None (all), visible or masked.
@@ -796,6 +791,10 @@ class SDDAMAEForSegmentationAndClassification(SDDAMAEFineTuningModel):
 
     Loss (eq. (2)): ``0.5 * (Dice + CE)(logits, labels) + 0.5 * (CE + Focal)(class_logits, class_labels)``.
     """
+
+    # Not in the Auto registry (no Auto class exists for two heads); in its own saved folders it takes the
+    # AutoModelForSemanticSegmentation slot, so remote-code loading keeps the diagnosis head.
+    remote_auto_class = "AutoModelForSemanticSegmentation"
 
     def forward(
         self,

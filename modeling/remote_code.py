@@ -102,6 +102,13 @@ def write_remote_code(model, save_directory) -> list[str]:
     """
     save_directory = Path(save_directory)
     auto_map, files = auto_map_for(model.config.model_type)
+    own_slot = getattr(type(model), "remote_auto_class", None)
+    if own_slot is not None:
+        # A model class outside the Auto registry (e.g. the joint segmentation + classification model) takes the
+        # slot of its pipeline task in its own folders, so trust_remote_code loading returns the class that was saved.
+        module_file = Path(sys.modules[type(model).__module__].__file__)
+        auto_map[own_slot] = f"{module_file.stem}.{type(model).__name__}"
+        files.append(module_file)
     written = []
     for name, source in sorted(collect_remote_files(files).items()):
         (save_directory / name).write_text(source)

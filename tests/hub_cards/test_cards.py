@@ -117,7 +117,8 @@ def test_sdda_mae_card_has_segmentation_and_diagnosis_tables():
     assert front_matter(text)["pipeline_tag"] == "image-segmentation"
     assert "| 1 | lesion |" in text and "| 2 | malignant |" in text
     assert "single hospital in Cairo, Egypt" in text and "SDDA-MAE" in text and "Wang, Yunze" in text
-    assert 'get_class_from_dynamic_module("modeling_sdda_mae.SDDAMAEForSegmentationAndClassification"' in text
+    # the joint model takes the AutoModelForSemanticSegmentation slot of its own folder's auto_map
+    assert "AutoModelForSemanticSegmentation.from_pretrained(" in text and "trust_remote_code=True" in text
 
 
 def test_sanitize_drops_paths_and_data_file_names():

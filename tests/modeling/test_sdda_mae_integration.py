@@ -79,13 +79,17 @@ def test_attention_implementation_is_eager_only(tmp_path):
 
 
 def test_remote_code_loads_without_medmae(tmp_path):
-    seg_folder, pre_folder = tmp_path / "sdda-seg", tmp_path / "sdda-pre"
+    seg_folder, pre_folder, joint_folder = tmp_path / "sdda-seg", tmp_path / "sdda-pre", tmp_path / "sdda-joint"
     model = segmenter()
     model.save_pretrained(seg_folder)
     processor().save_pretrained(seg_folder)
     torch.manual_seed(1)
     pretraining = SDDAMAEForPreTraining(tiny()).eval()
     pretraining.save_pretrained(pre_folder)
+    joint = SDDAMAEForSegmentationAndClassification(tiny()).eval()
+    joint.save_pretrained(joint_folder)
+    joint_map = json.loads((joint_folder / "config.json").read_text())["auto_map"]
+    assert joint_map["AutoModelForSemanticSegmentation"] == "modeling_sdda_mae.SDDAMAEForSegmentationAndClassification"
     files = {p.name for p in seg_folder.iterdir()}
     assert {"configuration_sdda_mae.py", "modeling_sdda_mae.py", "sdda_layers.py", "layers.py"} <= files
     auto_map = json.loads((seg_folder / "config.json").read_text())["auto_map"]
@@ -96,6 +100,7 @@ def test_remote_code_loads_without_medmae(tmp_path):
     with torch.no_grad():
         expected_seg = model(x).logits
         expected_loss = pretraining(x, noise=noise).loss
+        expected_class_logits = joint(x).class_logits
     out = run_without_medmae(
         f"""
         import torch
@@ -103,18 +108,21 @@ def test_remote_code_loads_without_medmae(tmp_path):
         inputs = torch.load("{tmp_path / 'inputs.pt'}")
         seg = AutoModelForSemanticSegmentation.from_pretrained("{seg_folder}", trust_remote_code=True).eval()
         pre = AutoModelForPreTraining.from_pretrained("{pre_folder}", trust_remote_code=True).eval()
+        joint = AutoModelForSemanticSegmentation.from_pretrained("{joint_folder}", trust_remote_code=True).eval()
         assert type(seg).__module__.startswith("transformers_modules"), type(seg).__module__
         with torch.no_grad():
-            torch.save({{"seg": seg(inputs["x"]).logits, "loss": pre(inputs["x"], noise=inputs["noise"]).loss}},
-                       "{tmp_path / 'remote.pt'}")
-        print(type(seg).__name__, type(pre).__name__)
+            torch.save({{"seg": seg(inputs["x"]).logits, "loss": pre(inputs["x"], noise=inputs["noise"]).loss,
+                        "class_logits": joint(inputs["x"]).class_logits}}, "{tmp_path / 'remote.pt'}")
+        print(type(seg).__name__, type(pre).__name__, type(joint).__name__)
         """,
         cwd=tmp_path,
     )
-    assert out.split() == ["SDDAMAEForSemanticSegmentation", "SDDAMAEForPreTraining"]
+    assert out.split() == ["SDDAMAEForSemanticSegmentation", "SDDAMAEForPreTraining",
+                           "SDDAMAEForSegmentationAndClassification"]
     remote = torch.load(tmp_path / "remote.pt")
     torch.testing.assert_close(remote["seg"], expected_seg, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(remote["loss"], expected_loss, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(remote["class_logits"], expected_class_logits, atol=1e-6, rtol=1e-6)
 
 
 def test_image_segmentation_pipeline(tmp_path):
