@@ -33,16 +33,18 @@ import numpy as np
 
 from .args import parse_args
 
-# Model sizes: 32 px chest X-rays with 4 px patches (64 tokens); 64 px ultrasound for SDDA-MAE tiny.
-TEACHER = {"patch_size": 4, "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
-           "intermediate_size": 128, "decoder_hidden_size": 32, "decoder_num_hidden_layers": 1,
-           "decoder_num_attention_heads": 2, "decoder_intermediate_size": 64}
-STUDENT = {"patch_size": 4}  # tiny_test: 32 wide, 4 blocks, 2 heads (aligned at block 2 = 3/4 depth)
+# Model sizes: 64 px chest X-rays with 8 px patches (64 tokens); 64 px ultrasound for SDDA-MAE tiny.
+CXR_SIZE = 64
+TEACHER = {"image_size": CXR_SIZE, "patch_size": 8, "hidden_size": 64, "num_hidden_layers": 4,
+           "num_attention_heads": 4, "intermediate_size": 128, "decoder_hidden_size": 32,
+           "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2, "decoder_intermediate_size": 64}
+# tiny_test: 32 wide, 4 blocks, 2 heads (aligned with the teacher at block 2 = 3/4 depth)
+STUDENT = {"image_size": CXR_SIZE, "patch_size": 8}
 
 SCHEDULES = {
     # images, epochs per stage; chosen by measuring on 2 CPU cores (see the README's Training section).
-    "full": dict(cxr_images=800, us_images=480, teacher_epochs=30, student_epochs=30, cls_epochs=25,
-                 sdda_pre_epochs=25, sdda_ft_epochs=25),
+    "full": dict(cxr_images=2000, us_images=480, teacher_epochs=6, student_epochs=6, cls_epochs=5,
+                 sdda_pre_epochs=12, sdda_ft_epochs=12),
     "quick": dict(cxr_images=96, us_images=64, teacher_epochs=1, student_epochs=1, cls_epochs=1,
                   sdda_pre_epochs=1, sdda_ft_epochs=1),
 }
@@ -57,6 +59,8 @@ class DemoArguments:
     mixed_precision: str = field(default="auto")
     hub: bool = field(default=True, metadata={"help": "export Hub-ready folders (medmae.hub_cards)"})
     progress_bar: bool = field(default=True)
+    num_workers: int = field(default=1, metadata={
+        "help": "DataLoader workers: 1 decodes and augments on the second core while the model trains on the first"})
 
 
 def _json(value: dict) -> str:
@@ -66,16 +70,17 @@ def _json(value: dict) -> str:
 def stage_argv(name: str, args: DemoArguments, runs: Path, schedule: dict) -> list[str]:
     """The command line of one stage (what ``medmae pretrain|finetune`` would be given)."""
     cxr = ["--dataset", "synthetic_cxr", "--dataset_kwargs", _json({"num_images": schedule["cxr_images"],
-                                                                    "image_size": 32})]
+                                                                    "image_size": CXR_SIZE})]
     us = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", _json({"num_images": schedule["us_images"],
                                                                           "image_size": 64})]
     common = ["--seed", str(args.seed), "--mixed_precision", args.mixed_precision, "--logging_steps", "5",
+              "--num_workers", str(args.num_workers),
               "--progress_bar", str(args.progress_bar), "--save_total_limit", "1"]
     if args.num_threads:
         common += ["--num_threads", str(args.num_threads)]
     etmae_pre = ["--preset", "demo_etmae_teacher", *cxr, "--lr", "1.5e-3", "--warmup_ratio", "0.05"]
-    etmae_cls = ["--preset", "demo_etmae", *cxr, "--num_epochs", str(schedule["cls_epochs"]), "--lr", "2e-3",
-                 "--layer_decay", "0.75", "--crop_scale_min", "0.7"]
+    etmae_cls = ["--preset", "demo_etmae", *cxr, "--num_epochs", str(schedule["cls_epochs"]), "--lr", "3e-3",
+                 "--layer_decay", "0.75", "--batch_size", "16"]
     table = {
         "etmae_teacher": [*etmae_pre, "--config_overrides", _json(TEACHER), "--num_epochs",
                           str(schedule["teacher_epochs"])],
@@ -128,7 +133,7 @@ def results_markdown(infos: dict, baselines: dict, wall_time: float, quick: bool
     student = infos["etmae_student_distilled"]["num_parameters"]
     lines = [f"# medmae demo results{' (--quick: a smoke run, not a result)' if quick else ''}", "",
              f"Synthetic data, test splits, models chosen on validation. Wall time {wall_time:.0f} s.", "",
-             "## ETMAE (multi-label classification, synthetic chest X-ray, 32 px)", "",
+             f"## ETMAE (multi-label classification, synthetic chest X-ray, {CXR_SIZE} px)", "",
              f"Teacher MAE {teacher / 1e3:.0f}k parameters -> student {student / 1e3:.0f}k (pre-training, with the "
              "projection head); students fine-tuned with layer-wise lr decay.", "",
              mauc_table(et, "synthetic_cxr (test)", params), "",
@@ -167,11 +172,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     (out / "figures").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cxr = make_synthetic_cxr(num_images=schedule["cxr_images"], image_size=32, seed=args.seed)
+    cxr = make_synthetic_cxr(num_images=schedule["cxr_images"], image_size=CXR_SIZE, seed=args.seed)
     us = make_synthetic_ultrasound(num_images=schedule["us_images"], image_size=64, seed=args.seed)
     save_example_grid(cxr["train"], out / "figures" / "synthetic_cxr.png", num_examples=8)
     save_example_grid(us["train"], out / "figures" / "synthetic_ultrasound.png", num_examples=8)
-    print(f"[1/4] synthetic sets: {schedule['cxr_images']} chest X-rays (32 px, {len(cxr['train'][0]['labels'])} "
+    print(f"[1/4] synthetic sets: {schedule['cxr_images']} chest X-rays ({CXR_SIZE} px, {len(cxr['train'][0]['labels'])} "
           f"findings), {schedule['us_images']} ultrasound images (64 px, masks + 3 classes) in "
           f"{time.perf_counter() - t0:.1f} s")
 

@@ -180,6 +180,30 @@ def attach_transforms(splits, kind: str, processor, data_args) -> dict:
     return {name: ds.with_transform(make[kind](name == "train")) for name, ds in splits.items()}
 
 
+class EpochSeededDataset(torch.utils.data.Dataset):
+    """Training items transformed under their own seed ``f(seed, epoch, index)`` (torch RNG forked per item).
+
+    Why: an accelerate DataLoader fetches one batch AHEAD, so augmentation drawn from the global RNG would be
+    consumed before a checkpoint is written and drawn again after a resume. Seeding each item makes the random
+    crops and flips a function of (seed, epoch, index) only -- identical across resumes, workers and process
+    counts -- and leaves the global RNG to the model (masking noise, dropout), whose state checkpoints restore.
+    """
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % (2**63))
+            return self.dataset[index]
+
+
 def make_dataloader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
                     drop_last: bool = False) -> DataLoader:
     """A DataLoader with its own generator: iterators draw their base seed from it, never from the global RNG
@@ -428,7 +452,8 @@ def train(task: TrainingTask) -> dict:
     if len(train_set) < oa.batch_size * accelerator.num_processes:
         raise ValueError(f"the training split has {len(train_set)} items, fewer than one global batch "
                          f"({oa.batch_size} x {accelerator.num_processes} processes)")
-    train_dl = make_dataloader(train_set, oa.batch_size, True, ra.seed, task.data_args.num_workers, drop_last=True)
+    train_items = EpochSeededDataset(train_set, ra.seed)
+    train_dl = make_dataloader(train_items, oa.batch_size, True, ra.seed, task.data_args.num_workers, drop_last=True)
     eval_dls = {name: make_dataloader(task.datasets[name], oa.batch_size, False, ra.seed, task.data_args.num_workers)
                 for name in ("validation", "test") if name in task.datasets and len(task.datasets[name])}
     lr = task.effective_lr(accelerator.num_processes)
@@ -506,6 +531,7 @@ def train(task: TrainingTask) -> dict:
                 break
             state.epoch = epoch
             train_dl.set_epoch(epoch)
+            train_items.set_epoch(epoch)
             skip = state.batches_in_epoch
             loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
             for batch in loader:

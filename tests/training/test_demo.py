@@ -1,0 +1,48 @@
+"""``medmae demo --quick``: the whole pipeline end to end, as a user runs it (a subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from medmae.training.demo import STAGES, stage_argv, SCHEDULES, DemoArguments
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "medmae.training.cli", "demo", "--quick", "--output_dir", str(out),
+                             "--progress_bar", "False"], capture_output=True, text=True, timeout=280,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(out / "results.md") in result.stdout
+    text = (out / "results.md").read_text()
+    for header in ("mAUC(%)", "Dice(%) ↑ | Jaccard(%) ↑ | HD95 ↓ | ASD ↓", "ACC(%) ↑ | PRE(%) ↑ | REC(%) ↑",
+                   "distilled from the teacher", "without distillation"):
+        assert header in text
+    payload = json.loads((out / "results.json").read_text())
+    assert set(payload["runs"]) == {name for name, _ in STAGES}
+    assert payload["runs"]["etmae_cls_distilled"]["eval_split"] == "test"
+    for name, _ in STAGES:
+        run = out / "runs" / name
+        assert (run / "final" / "model.safetensors").is_file() and (run / "run_info.json").is_file()
+        assert (run / "figures" / "loss_curves.png").is_file()
+    assert (out / "runs" / "sdda_pretrain" / "figures" / "reconstructions.png").is_file()
+    assert (out / "runs" / "sdda_finetune" / "figures" / "segmentation_overlays.png").is_file()
+    assert (out / "runs" / "etmae_cls_distilled" / "figures" / "roc_curves.png").is_file()
+    student = json.loads((out / "runs" / "etmae_student_distilled" / "run_info.json").read_text())
+    assert student["task"] == "distillation" and student["teacher"] == "etmae_teacher"
+    if payload["hub"]:
+        for folder in payload["hub"]:
+            names = set(os.listdir(folder))
+            assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= names
+    else:
+        assert payload["hub_note"]
+
+
+def test_demo_stages_are_ordinary_script_command_lines(tmp_path):
+    runs = tmp_path / "runs"
+    argv = stage_argv("etmae_student_distilled", DemoArguments(), runs, SCHEDULES["full"])
+    assert argv[argv.index("--teacher") + 1] == str(runs / "etmae_teacher")
+    argv = stage_argv("sdda_finetune", DemoArguments(), runs, SCHEDULES["full"])
+    assert argv[argv.index("--transfer") + 1] == "encoder_decoder"
+    assert argv[argv.index("--init_from") + 1] == str(runs / "sdda_pretrain")
