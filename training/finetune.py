@@ -13,14 +13,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .args import list_presets, parse_args, resolve_task
+from .args import resolve_task
 from .evaluate import KINDS, classification_table, compute_metrics, label_names_of, mauc_table, predict, segmentation_table
 from .loop import (
     TrainingTask,
@@ -28,10 +27,9 @@ from .loop import (
     load_splits,
     model_config,
     model_folder,
+    run_script,
     split_record,
     synthetic_defaults,
-    train,
-    weights_sha256,
 )
 
 
@@ -151,24 +149,17 @@ class FinetuneTask(TrainingTask):
                                       figures_dir / "segmentation_overlays.png", captions)]
 
     def run_info_extra(self) -> dict:
-        extra = {"label_names": self.label_names}
+        extra = {**super().run_info_extra(), "label_names": self.label_names}
         preds = getattr(self, "last_predictions", None)
         if preds:
             extra["eval_num_items"] = len(next(iter(preds.values())))
         if self.model_args.init_from:
-            extra["base_model"] = Path(self.model_args.init_from).name
-            extra["source_checkpoint_sha256"] = weights_sha256(self.model_args.init_from)
             extra["transfer"] = getattr(self, "transfer_report", None)
         return extra
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--list_presets" in argv or "--list-presets" in argv:
-        print("\n".join(list_presets("finetune")))
-        return {}
-    model_args, data_args, opt_args, run_args = parse_args("finetune", argv)
-    return train(FinetuneTask(model_args, data_args, opt_args, run_args))
+    return run_script("finetune", FinetuneTask, argv)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader
@@ -123,13 +123,9 @@ def load_splits(data_args, **extra):
     from .data import load_dataset_by_name
 
     kwargs = {**json_dict(data_args.dataset_kwargs, "dataset_kwargs"), **extra}
-    key = data_args.dataset.strip().lower().replace("-", "_")
-    if key.startswith("synthetic"):
-        kwargs.setdefault("seed", data_args.split_seed)
-    else:
-        kwargs.setdefault("seed", data_args.split_seed)
-        if data_args.manifest:
-            kwargs["manifest"] = data_args.manifest
+    kwargs.setdefault("seed", data_args.split_seed)
+    if data_args.manifest:
+        kwargs["manifest"] = data_args.manifest
     try:
         splits = load_dataset_by_name(data_args.dataset, data_args.data_root, **kwargs)
     except TypeError as error:
@@ -356,7 +352,11 @@ class TrainingTask:
         return f"| metric ({split}) | value |\n|---|---|\n{rows}\n"
 
     def run_info_extra(self) -> dict:
-        return {}
+        """Provenance of the starting weights (``--init_from``); subclasses add their own keys."""
+        if not self.model_args.init_from:
+            return {}
+        return {"base_model": Path(self.model_args.init_from).name,
+                "source_checkpoint_sha256": weights_sha256(self.model_args.init_from)}
 
     def effective_lr(self, num_processes: int) -> float:
         o = self.opt_args
@@ -649,6 +649,19 @@ def train(task: TrainingTask) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return info
+
+
+def run_script(script: str, task_cls, argv=None) -> dict:
+    """``main`` of ``pretrain`` / ``finetune``: ``--list_presets`` or parse the arguments and train."""
+    import sys
+
+    from .args import list_presets, parse_args
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--list_presets" in argv or "--list-presets" in argv:
+        print("\n".join(list_presets(script)))
+        return {}
+    return train(task_cls(*parse_args(script, argv)))
 
 
 def _version() -> str:

@@ -11,23 +11,23 @@ Arguments: ``medmae pretrain --help`` (``training/args.py``); recipes: ``--prese
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from .args import list_presets, parse_args, resolve_task
+from .args import resolve_task
 from .loop import (
     TrainingTask,
     attach_transforms,
     fixed_rng,
     load_splits,
     model_config,
+    model_folder,
+    run_script,
     split_record,
     synthetic_defaults,
-    train,
     weights_sha256,
 )
 
@@ -61,7 +61,7 @@ class PretrainTask(TrainingTask):
             config = model_config(m, d, **fields)
             model = ETMAEForPreTraining(config)
             if m.init_from:
-                model = ETMAEForPreTraining.from_pretrained(_weights_folder(m.init_from), config=config)
+                model = ETMAEForPreTraining.from_pretrained(model_folder(m.init_from), config=config)
             if teacher is not None:
                 if m.teacher_normalization:
                     mean, std = NORMALIZATION_PRESETS[m.teacher_normalization]
@@ -73,7 +73,7 @@ class PretrainTask(TrainingTask):
             config = model_config(m, d)
             model = SDDAMAEForPreTraining(config)
             if m.init_from:
-                model = SDDAMAEForPreTraining.from_pretrained(_weights_folder(m.init_from), config=config)
+                model = SDDAMAEForPreTraining.from_pretrained(model_folder(m.init_from), config=config)
         self.model = model
         self.processor = processor_for_config(config)
         splits = load_splits(d, **synthetic_defaults(d, config.image_size))
@@ -134,17 +134,7 @@ class PretrainTask(TrainingTask):
         return [path]
 
     def run_info_extra(self) -> dict:
-        extra = dict(getattr(self, "teacher_info", {}))
-        if self.model_args.init_from:
-            extra["base_model"] = Path(self.model_args.init_from).name
-            extra["source_checkpoint_sha256"] = weights_sha256(self.model_args.init_from)
-        return extra
-
-
-def _weights_folder(path) -> Path:
-    from .loop import model_folder
-
-    return model_folder(path)
+        return {**super().run_info_extra(), **getattr(self, "teacher_info", {})}
 
 
 def _teacher_source(path: str):
@@ -156,13 +146,7 @@ def _teacher_source(path: str):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--list_presets" in argv or "--list-presets" in argv:
-        print("\n".join(list_presets("pretrain")))
-        return {}
-    model_args, data_args, opt_args, run_args = parse_args("pretrain", argv)
-    info = train(PretrainTask(model_args, data_args, opt_args, run_args))
-    return info
+    return run_script("pretrain", PretrainTask, argv)
 
 
 if __name__ == "__main__":

@@ -145,3 +145,16 @@ def test_evaluate_tables_in_paper_layout():
     assert "| ours | 94.64 | 84.21 | 92.42 |" in evaluate.classification_table(rows, "SIIM-ACR")
     table = evaluate.mauc_table({"ETMAE": {"mauc": 0.781, "auc/Mass": 0.8}}, "NIH", {"ETMAE": 5_500_000})
     assert "| ETMAE | 5.5M | 78.10 |" in table and "| ETMAE | 80.00 |" in table
+
+
+def test_busi_preset_on_a_real_format_folder(tmp_path):
+    from .fixtures import build_busi
+
+    build_busi(tmp_path / "busi")
+    info = finetune.main(["--preset", "busi", "--data_root", str(tmp_path / "busi"), "--model_preset", "tiny_test",
+                          "--batch_size", "2", "--num_epochs", "1", *FAST, "--figures", "False",
+                          "--output_dir", str(tmp_path / "run")])
+    assert info["dataset"] == "busi" and info["hyperparameters"]["optimizer"] == "sgd"
+    assert info["hyperparameters"]["data_root"] == "<data_root>" and info["label_names"] == ["normal", "benign",
+                                                                                              "malignant"]
+    assert str(tmp_path) not in (tmp_path / "run" / "run_info.json").read_text()
