@@ -43,7 +43,7 @@ STUDENT = {"image_size": CXR_SIZE, "patch_size": 8}
 
 SCHEDULES = {
     # images, epochs per stage; chosen by measuring on 2 CPU cores (see the README's Training section).
-    "full": dict(cxr_images=2000, us_images=480, teacher_epochs=6, student_epochs=6, cls_epochs=5,
+    "full": dict(cxr_images=2000, us_images=480, teacher_epochs=20, student_epochs=8, cls_epochs=12,
                  sdda_pre_epochs=12, sdda_ft_epochs=12),
     "quick": dict(cxr_images=96, us_images=64, teacher_epochs=1, student_epochs=1, cls_epochs=1,
                   sdda_pre_epochs=1, sdda_ft_epochs=1),

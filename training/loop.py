@@ -490,12 +490,11 @@ def train(task: TrainingTask) -> dict:
     best_dir = out / "best"
     window: dict[str, list] = {}
     last_saved = state.global_step if resumed_from else -1
-    session_start = time.perf_counter()
+    clock = [time.perf_counter()]  # start of the time not yet added to state.wall_time_s
     progress = tqdm(total=total_steps, initial=state.global_step, desc=f"{task.task}", dynamic_ncols=True,
                     disable=not (ra.progress_bar and accelerator.is_local_main_process))
 
     def validate():
-        nonlocal model
         if "validation" not in eval_dls:
             return
         metrics = task.evaluate(model, eval_dls["validation"], accelerator)
@@ -517,12 +516,11 @@ def train(task: TrainingTask) -> dict:
 
     def checkpoint():
         nonlocal last_saved
-        state.wall_time_s += time.perf_counter() - session_start_ref[0]
-        session_start_ref[0] = time.perf_counter()
+        state.wall_time_s += time.perf_counter() - clock[0]
+        clock[0] = time.perf_counter()
         save_checkpoint(accelerator, state, out, ra.save_total_limit)
         last_saved = state.global_step
 
-    session_start_ref = [session_start]
     done = state.global_step >= total_steps
     try:
         model.train()
@@ -605,8 +603,9 @@ def train(task: TrainingTask) -> dict:
     accelerator.wait_for_everyone()
     eval_split = "test" if ra.eval_test and "test" in eval_dls else ("validation" if "validation" in eval_dls else None)
     metrics = task.evaluate(model, eval_dls[eval_split], accelerator) if eval_split else {}
-    validation_metrics = next((h for h in reversed(state.history) if h["split"] == "validation"
-                               and h["step"] == (state.best_step if state.best_step is not None else h["step"])), None)
+    validations = [h for h in state.history if h["split"] == "validation"]
+    chosen = [h for h in validations if h["step"] == state.best_step] if state.best_step is not None else validations
+    validation_metrics = chosen[-1] if chosen else None
 
     figures = []
     if main and ra.figures:
@@ -616,7 +615,7 @@ def train(task: TrainingTask) -> dict:
         figures_dir.mkdir(parents=True, exist_ok=True)
         figures.append(loss_curves(state.history, figures_dir / "loss_curves.png", title=f"{task.family} {task.task}"))
         figures.extend(task.figures(unwrapped, accelerator, figures_dir))
-    state.wall_time_s += time.perf_counter() - session_start_ref[0]
+    state.wall_time_s += time.perf_counter() - clock[0]
     info = {
         "family": task.family,
         "task": task.task,
