@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Optional
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..training.data import CHEXPERT_OBSERVATIONS, MIXED_POLICY_ONES, NIH_LABELS
+from ..configuration.labels import CHEXPERT_OBSERVATIONS, MIXED_POLICY_ONES, NIH_LABELS
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
-from ..training.data import CHEXPERT_COMPETITION_LABELS, NIH_LABELS
+from ..configuration.labels import CHEXPERT_COMPETITION_LABELS, NIH_LABELS
 
 DEFAULT_ORG = "medmae"
 

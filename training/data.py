@@ -53,6 +53,15 @@ from PIL import Image as PILImage
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 
+from ..configuration.labels import (
+    BUSI_CLASSES,
+    CHEXPERT_COMPETITION_LABELS,
+    CHEXPERT_OBSERVATIONS,
+    MIXED_POLICY_ONES,
+    NIH_LABELS,
+    SIIM_CLASSES,
+)
+
 __all__ = [
     "BUSI_CLASSES", "SIIM_CLASSES", "NIH_LABELS", "CHEXPERT_OBSERVATIONS",
     "CHEXPERT_COMPETITION_LABELS", "UNCERTAINTY_POLICIES", "DATASET_NAMES",
@@ -63,26 +72,7 @@ __all__ = [
     "stratified_kfold",
 ]
 
-BUSI_CLASSES = ("normal", "benign", "malignant")
-SIIM_CLASSES = ("absent", "present")
-#: ChestX-ray14 labels in the conventional paper order (medical_mae ``dataloader_med.py``); the
-#: CSV spelling ``Pleural_Thickening`` with an underscore is kept (Q14).
-NIH_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
-              "Pneumonia", "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis",
-              "Pleural_Thickening", "Hernia")
-#: The 14 CheXpert observation columns, in CSV order.
-CHEXPERT_OBSERVATIONS = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
-    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-    "Pleural Other", "Fracture", "Support Devices")
-#: The 5 competition labels in medical_mae's model-output order (``train_cols``), so its
-#: classification heads convert without permutation.
-CHEXPERT_COMPETITION_LABELS = ("Cardiomegaly", "Edema", "Consolidation", "Atelectasis",
-                               "Pleural Effusion")
 UNCERTAINTY_POLICIES = ("ones", "zeros", "ignore", "mixed")
-#: Labels mapped to 1 by the "mixed" policy (U-Ones); all others use U-Zeros (jfhealthcare/Chexpert,
-#: medical_mae ``dataloader_med.py``).
-MIXED_POLICY_ONES = ("Atelectasis", "Edema")
 DATASET_NAMES = ("busi", "siim_acr", "chestxray14", "chexpert", "synthetic_ultrasound",
                  "synthetic_cxr")
 MANIFEST_FORMAT = "medmae-split-manifest/1"
