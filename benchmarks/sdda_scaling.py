@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import torch
 
-from medmae import SDDAMAEConfig, SDDAMAEForPreTraining
+from medmae import SDDAMAEConfig, SDDAMAEForPreTraining, SDDAMAEForSegmentationAndClassification
 from medmae.modeling.layers import Attention
 from medmae.modeling.sdda_layers import EfficientAttention
 
@@ -34,22 +34,37 @@ def median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def model_times(size: int, reps: int) -> tuple[float, float]:
-    """(forward, forward+backward) seconds of the default-width pre-training model at ``size`` px."""
-    torch.manual_seed(0)
-    model = SDDAMAEForPreTraining(SDDAMAEConfig.from_preset("sdda_mae_512", image_size=size)).train()
-    x = torch.randn(1, 3, size, size)
-    noise = torch.rand(1, (size // 16) ** 2)
+def _step_times(model: torch.nn.Module, inputs: dict, reps: int) -> tuple[float, float]:
+    """(forward, forward+backward) median seconds of ``model(**inputs)`` (train mode, loss backward)."""
+    model.train()
 
     def forward():
         with torch.no_grad():
-            model(x, noise=noise)
+            model(**inputs)
 
     def forward_backward():
         model.zero_grad(set_to_none=True)
-        model(x, noise=noise).loss.backward()
+        model(**inputs).loss.backward()
 
     return median_time(forward, reps), median_time(forward_backward, reps)
+
+
+def model_times(size: int, reps: int) -> tuple[float, float]:
+    """(forward, forward+backward) seconds of the default-width pre-training model at ``size`` px."""
+    torch.manual_seed(0)
+    model = SDDAMAEForPreTraining(SDDAMAEConfig.from_preset("sdda_mae_512", image_size=size))
+    inputs = {"pixel_values": torch.randn(1, 3, size, size), "noise": torch.rand(1, (size // 16) ** 2)}
+    return _step_times(model, inputs, reps)
+
+
+def finetune_times(size: int, reps: int) -> tuple[float, float]:
+    """(forward, forward+backward) seconds of the default-width joint segmentation + classification model
+    (full-scale skips, both heads, the paper's joint loss) at ``size`` px."""
+    torch.manual_seed(0)
+    model = SDDAMAEForSegmentationAndClassification(SDDAMAEConfig.from_preset("sdda_mae_512", image_size=size))
+    inputs = {"pixel_values": torch.randn(1, 3, size, size),
+              "labels": torch.randint(0, 2, (1, size, size)), "class_labels": torch.tensor([1])}
+    return _step_times(model, inputs, reps)
 
 
 def attention_times(size: int, reps: int, width: int = 128, heads: int = 8) -> tuple[float, float]:
