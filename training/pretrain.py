@@ -38,14 +38,15 @@ def teacher_align_layer(depth: int) -> int:
 
 
 class PretrainTask(TrainingTask):
-    find_unused_parameters = True  # SDDA-MAE: the detached decoder SD head gets no gradient
-
     def build(self) -> None:
         from ..modeling import ETMAEForPreTraining, SDDAMAEForPreTraining
         from ..modeling.image_processing_medmae import NORMALIZATION_PRESETS, processor_for_config
 
         m, d = self.model_args, self.data_args
         self.family = m.family
+        # SDDA-MAE: the detached decoder-side SD head gets no gradient, so DDP must look for unused parameters;
+        # ETMAE uses every parameter and is spared DDP's per-step graph traversal.
+        self.find_unused_parameters = m.family == "sdda_mae"
         self.task = resolve_task("pretrain", m)
         if m.family == "etmae":
             teacher = None
