@@ -27,7 +27,7 @@ SDDA_MAE_PRESETS: dict[str, dict] = {
 SDDA_MAE_PRESET_ALIASES = {"default": "sdda_mae_512", "sdda-mae": "sdda_mae_512", "tiny": "tiny_test"}
 
 _CHOICES = {
-    "block_order": ("channel_first", "spatial_first"),
+    "block_order": ("spatial_first", "channel_first"),
     "ffn_type": ("mix_skip", "mix"),
     "downsample": ("patch_merging", "overlap_conv"),
     "expand_mode": ("generalized", "dae"),
@@ -35,9 +35,14 @@ _CHOICES = {
     "sd_pooling": ("mean", "token"),
     "sd_tokens": ("all", "visible", "masked"),
     "sd_loss": ("ce", "kl"),
+    "sd_mode": ("frozen_teacher", "detached", "sdmae"),
     "skip_mode": ("full_scale", "same_scale_concat", "none"),
     "cls_source": ("bottleneck", "decoder", "multi_scale"),
 }
+
+
+# Temperatures (student, teacher) of each self-distillation mode when ``sd_student_temp`` / ``sd_teacher_temp`` are None.
+SD_MODE_TEMPERATURES = {"frozen_teacher": (1.0, 1.0), "detached": (1.0, 1.0), "sdmae": (0.1, 0.04)}
 
 
 def _int_keys(mapping: Optional[dict]) -> Optional[dict]:
@@ -60,11 +65,22 @@ class SDDAMAEConfig(PretrainedConfig):
       because DAE-Former's overlapping 7x7 convolution would leak masked pixels into visible tokens.
     - A4 ``mask_unit_patches=4``, ``mask_ratio=0.6``: Swin-MAE window masking of 4x4-patch (16 px) units, the mask
       token replacing the embedding after its LayerNorm (no position embedding); 60% is the paper's best ratio.
-    - A5 ``sd_pooling="mean"``, ``sd_tokens="all"``: V_encoder / V_decoder are the token means of the bottleneck and of
-      the last decoder stage (the paper calls them "vectors").
-    - A6 ``sd_student_temp=sd_teacher_temp=1``, ``sd_detach_teacher=True``, ``sd_weight=1``, ``sd_loss="ce"``,
-      ``sd_scale_t2=False``: BYOT-style cross-entropy over the K softmax with the decoder (teacher) detached,
-      summed unweighted with the MSE as in the paper's L_unsup.
+    - A5 ``sd_pooling="mean"``, ``sd_tokens="visible"``: V_encoder / V_decoder are the token means of the bottleneck
+      and of the last decoder stage over the VISIBLE positions (SD-MAE, irsLu/SD-MAE ``modeling_pretrain.py``: both
+      heads read the unmasked tokens only); ``"all"`` / ``"masked"`` are options.
+    - A6 ``sd_mode="frozen_teacher"``, ``sd_weight=1``, ``sd_loss="ce"``: the decoder (teacher) vector is
+      standardised over the global batch (BatchNorm without affine, statistics all-reduced under DDP) and projected
+      by a FROZEN random single-layer head (weights N(0, 1/C), no bias: unit-variance logits), soft-maxed at
+      temperature 1; the encoder (student) head is a trainable single layer at temperature 1; cross-entropy
+      teacher -> student, teacher detached, summed unweighted with the MSE as in the paper's L_unsup. Why: the
+      literal BYOT reading (``"detached"``: a detached, therefore never-trained head) gives a teacher that is
+      uniform to 1e-3 nats and identical for every image (measured at the 512 px preset), so the term carries no
+      signal; SD-MAE's no-stop-gradient reading (``"sdmae"``: both heads trained, DINO centering, temperatures
+      0.1 / 0.04) collapsed to one shared one-hot within 50 steps in a trial. The frozen, batch-standardised teacher
+      cannot collapse, stays image-specific (0.3-0.4 nats of per-image information over 150 steps of the tiny
+      config, batch 16) and follows the decoder as it learns. Temperatures 0.1 / 0.1 made the SD gradient on the
+      encoder 35-130x the MSE gradient and slowed reconstruction; at 1 / 1 it is 1.5-7x (measured, tiny config).
+      ``sd_student_temp`` / ``sd_teacher_temp`` = None take the mode's values (``SD_MODE_TEMPERATURES``).
     - A7 ``skip_mode="full_scale"``, ``skip_dim=64``: UNet3+ full-scale skips, projected, concatenated, normalised and
       added through a zero-initialised fuse so the transferred decoder is unchanged at step 0.
     - A8 ``cls_source="bottleneck"``: the diagnosis head pools the deepest encoder feature (UNet3+ CGM placement).
@@ -93,13 +109,17 @@ class SDDAMAEConfig(PretrainedConfig):
         efficient_attention_heads: heads of the efficient (linear) spatial attention (DAE-Former: 1).
         mlp_ratio: MixFFN hidden width / block width.
         ffn_type: ``mix_skip`` (DAE-Former default: ``GELU(LN(DWConv(h) + h))``) or ``mix`` (SegFormer MixFFN).
-        block_order: ``channel_first`` (DAE-Former source: channel attention, FFN, efficient attention, FFN) or
-            ``spatial_first`` (efficient attention first).
+        block_order: ``spatial_first`` (default: efficient attention, FFN, channel attention, FFN, as in the DAE-Former
+            paper and its code since xmindflow/DAEFormer@5cc9048 "changed to newest model", 2022-11-18) or
+            ``channel_first`` (the earlier commits c5a9adb and before).
         layer_norm_eps: LayerNorm epsilon (torch default, as in DAE-Former).
         drop_path_rate: stochastic depth at the deepest block, increasing linearly (DAE-Former: 0).
         initializer_range: std of the truncated-normal linear weights and of the mask token.
         mask_ratio, mask_unit_patches, norm_pix_loss: masking and reconstruction target (A4, A11).
-        sd_*: self-distillation options (A1, A2, A5, A6).
+        sd_*: self-distillation options (A1, A2, A5, A6); ``sd_mode`` is one of ``frozen_teacher`` (default),
+            ``detached`` (literal BYOT reading, degenerate) and ``sdmae`` (no stop-gradient, may collapse);
+            ``sd_center_momentum``: EMA of the DINO centre of the teacher logits (``sdmae`` only; in
+            ``frozen_teacher`` the standardised input makes the teacher logits zero-mean over the batch already).
         skip_mode, skip_dim: fine-tuning skip connections (A7).
         expand_mode: patch-expanding rule (A9).
         cls_source: which features feed the diagnosis head (A8).
@@ -116,6 +136,7 @@ class SDDAMAEConfig(PretrainedConfig):
     model_type = "sdda_mae"
     keys_to_ignore_at_inference = [
         "segmentation_loss", "classification_loss", "reconstruction_loss", "self_distillation_loss", "hidden_states",
+        "sd_teacher_probs", "sd_student_log_probs",
     ]
 
     def __init__(
@@ -130,7 +151,7 @@ class SDDAMAEConfig(PretrainedConfig):
         efficient_attention_heads: int = 1,
         mlp_ratio: float = 4.0,
         ffn_type: str = "mix_skip",
-        block_order: str = "channel_first",
+        block_order: str = "spatial_first",
         layer_norm_eps: float = 1e-5,
         drop_path_rate: float = 0.0,
         initializer_range: float = 0.02,
@@ -141,11 +162,12 @@ class SDDAMAEConfig(PretrainedConfig):
         sd_head_type: str = "linear",
         sd_proj_dim: int = 512,
         sd_pooling: str = "mean",
-        sd_tokens: str = "all",
-        sd_student_temp: float = 1.0,
-        sd_teacher_temp: float = 1.0,
+        sd_tokens: str = "visible",
+        sd_mode: str = "frozen_teacher",
+        sd_student_temp: Optional[float] = None,
+        sd_teacher_temp: Optional[float] = None,
+        sd_center_momentum: float = 0.9,
         sd_scale_t2: bool = False,
-        sd_detach_teacher: bool = True,
         sd_weight: float = 1.0,
         sd_loss: str = "ce",
         skip_mode: str = "full_scale",
@@ -193,10 +215,11 @@ class SDDAMAEConfig(PretrainedConfig):
         self.sd_proj_dim = sd_proj_dim
         self.sd_pooling = sd_pooling
         self.sd_tokens = sd_tokens
+        self.sd_mode = sd_mode
         self.sd_student_temp = sd_student_temp
         self.sd_teacher_temp = sd_teacher_temp
+        self.sd_center_momentum = sd_center_momentum
         self.sd_scale_t2 = sd_scale_t2
-        self.sd_detach_teacher = sd_detach_teacher
         self.sd_weight = sd_weight
         self.sd_loss = sd_loss
         self.skip_mode = skip_mode
@@ -228,6 +251,9 @@ class SDDAMAEConfig(PretrainedConfig):
             epochs={"siim_acr": 100, "busi": 50}, batch_size={"siim_acr": 24, "busi": 12},
             busi_alternative=dict(optimizer="sgd", learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
                                   scheduler="poly", power=0.9))
+        legacy_detach = kwargs.pop("sd_detach_teacher", None)  # medmae 0.1 configs: True = today's "detached"
+        if legacy_detach is not None and sd_mode == "frozen_teacher":
+            self.sd_mode = "detached" if legacy_detach else "sdmae"
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = {0: "background", 1: "lesion"}
         super().__init__(**kwargs)
@@ -242,6 +268,13 @@ class SDDAMAEConfig(PretrainedConfig):
     def num_cls_labels(self) -> int:
         """Number of diagnosis classes (the segmentation classes are ``num_labels``)."""
         return len(self.cls_id2label)
+
+    @property
+    def sd_temperatures(self) -> tuple[float, float]:
+        """(student, teacher) softmax temperatures: the explicit fields, else the ``sd_mode``'s defaults."""
+        student, teacher = SD_MODE_TEMPERATURES[self.sd_mode]
+        return (self.sd_student_temp if self.sd_student_temp is not None else student,
+                self.sd_teacher_temp if self.sd_teacher_temp is not None else teacher)
 
     @property
     def stage_heads(self) -> list[int]:
@@ -292,8 +325,14 @@ class SDDAMAEConfig(PretrainedConfig):
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
-        if self.sd_student_temp <= 0 or self.sd_teacher_temp <= 0:
-            raise ValueError("sd_student_temp and sd_teacher_temp must be positive")
+        for name in ("sd_student_temp", "sd_teacher_temp"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ValueError(f"{name} must be a positive number (or None: the sd_mode's value), got {value!r}")
+        if not 0.0 <= self.sd_center_momentum < 1.0:
+            raise ValueError(f"sd_center_momentum must be in [0, 1), got {self.sd_center_momentum}")
+        if self.sd_weight < 0:
+            raise ValueError(f"sd_weight must be >= 0 (0 switches self-distillation off), got {self.sd_weight}")
         if self.sd_tokens != "all" and self.sd_pooling == "token" and self.mask_unit_patches % 2 ** (self.num_stages - 1):
             raise ValueError("sd_tokens='visible'/'masked' with sd_pooling='token' needs mask units aligned with "
                              "bottleneck tokens (mask_unit_patches a multiple of 2^(stages-1))")

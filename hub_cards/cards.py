@@ -274,11 +274,17 @@ def metric_rows(run_info: Mapping[str, Any]) -> list[dict]:
     """One row per metric of the run: its value, and mean ± sd when several seeds were run."""
     metrics = dict(run_info.get("metrics") or {})
     seeds = dict(run_info.get("metrics_over_seeds") or {})
+    convention = metrics.get("distance_convention")
     rows = []
     for name in list(metrics) + [n for n in seeds if n not in metrics]:
         values = seeds.get(name) or []
         value = metrics.get(name)
-        rows.append(dict(key=name, display=METRIC_NAMES.get(name.lower(), name.replace("_", " ")),
+        if isinstance(value, str):  # labels of the numbers (distance_convention), not metrics
+            continue
+        display = METRIC_NAMES.get(name.lower(), name.replace("_", " "))
+        if convention and name.lower() in ("hd95", "asd"):
+            display += f", {convention} convention"
+        rows.append(dict(key=name, display=display,
                          value=(str(value) if isinstance(value, int) else f"{value:.4f}" if isinstance(value, float)
                                 else "—"),
                          raw=value, mean_sd=mean_sd(values) if len(values) > 1 else None,

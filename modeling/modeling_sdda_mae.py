@@ -23,16 +23,18 @@ Ships to the Hub as remote code: imports only torch and transformers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
+import torch.distributed as dist
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput, SemanticSegmenterOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from ..configuration.configuration_sdda_mae import SDDAMAEConfig
 from .layers import (
@@ -55,6 +57,9 @@ from .sdda_layers import (
     tokens_to_map,
     window_masking,
 )
+
+
+logger = logging.get_logger(__name__)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -88,11 +93,16 @@ class SDDAMAEForPreTrainingOutput(ModelOutput):
         logits: [B, L, patch_size**2 * C] predicted pixels of every patch (normalised if ``norm_pix_loss``).
         mask, unit_mask: as in ``SDDAMAEModelOutput``.
         hidden_states: encoder stage features when ``output_hidden_states``.
+        sd_teacher_probs: [B, K] (or [B, N_S, K] with ``sd_pooling="token"``) teacher (decoder) distribution.
+        sd_student_log_probs: same shape, student (encoder) log-probabilities; ``self_distillation_diagnostics``
+            turns the two into the liveness scalars.
     """
 
     loss: Optional[torch.FloatTensor] = None
     reconstruction_loss: Optional[torch.FloatTensor] = None
     self_distillation_loss: Optional[torch.FloatTensor] = None
+    sd_teacher_probs: Optional[torch.FloatTensor] = None
+    sd_student_log_probs: Optional[torch.FloatTensor] = None
     logits: Optional[torch.FloatTensor] = None
     mask: Optional[torch.FloatTensor] = None
     unit_mask: Optional[torch.FloatTensor] = None
@@ -122,31 +132,64 @@ class SDDAMAESegmentationAndClassificationOutput(ModelOutput):
 # --------------------------------------------------------------------------------------------------
 # Losses (each a named function; the models call them)
 # --------------------------------------------------------------------------------------------------
+def sd_distributions(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, config: SDDAMAEConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher probabilities ``softmax(V_dec / T_t)`` and student log-probabilities ``log_softmax(V_enc / T_s)``
+    over the K prototype dimension, in fp32 (temperatures from ``config.sd_temperatures``).
+
+    student_logits, teacher_logits: [..., K] -> (teacher_probs [..., K], student_log_probs [..., K]).
+    """
+    student_temp, teacher_temp = config.sd_temperatures
+    teacher = (teacher_logits.float() / teacher_temp).softmax(dim=-1)
+    log_student = (student_logits.float() / student_temp).log_softmax(dim=-1)
+    return teacher, log_student
+
+
 def self_distillation_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    student_log_probs: torch.Tensor,
     config: SDDAMAEConfig,
     weights: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Paper eq. (1), second term: L_CE(V_encoder, V_decoder), the encoder (student) matching the decoder (teacher).
 
-    ``-sum_k softmax(V_dec / T_t)_k * log_softmax(V_enc / T_s)_k`` over the K prototype dimension (A6), the
-    teacher detached when ``sd_detach_teacher``; ``sd_loss="kl"`` subtracts the teacher entropy; ``sd_scale_t2``
-    multiplies by T_s^2 (BYOT). student_logits, teacher_logits: [..., K]; weights: [...] (mean when None).
+    ``-sum_k t_k log s_k`` per vector; ``sd_loss="kl"`` subtracts the teacher entropy; ``sd_scale_t2`` multiplies by
+    T_s^2 (BYOT). teacher_probs, student_log_probs: [..., K]; weights: [...] (plain mean when None).
     """
-    teacher = (teacher_logits.float() / config.sd_teacher_temp).softmax(dim=-1)
-    if config.sd_detach_teacher:
-        teacher = teacher.detach()
-    log_student = (student_logits.float() / config.sd_student_temp).log_softmax(dim=-1)
-    loss = -(teacher * log_student).sum(dim=-1)
+    loss = -(teacher_probs * student_log_probs).sum(dim=-1)
     if config.sd_loss == "kl":
-        loss = loss + (teacher * teacher.clamp_min(1e-12).log()).sum(dim=-1)
+        loss = loss + (teacher_probs * teacher_probs.clamp_min(1e-12).log()).sum(dim=-1)
     if config.sd_scale_t2:
-        loss = loss * config.sd_student_temp**2
+        loss = loss * config.sd_temperatures[0] ** 2
     if weights is None:
         return loss.mean()
     weights = weights.to(loss.dtype)
     return (loss * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+@torch.no_grad()
+def self_distillation_diagnostics(teacher_probs: torch.Tensor, student_log_probs: torch.Tensor) -> dict:
+    """Is the self-distillation term alive? Four scalars (0-d tensors, nats) over the rows of [..., K]:
+
+    - ``sd_teacher_information``: ``H(mean_b t_b) - mean_b H(t_b)``, how much the teacher distribution says about
+      the individual image (0 when every image gets the same target: no signal);
+    - ``sd_teacher_entropy``: ``mean_b H(t_b)``, to compare with ``sd_entropy_max = ln K`` (uniform teacher);
+    - ``sd_kl``: ``mean_b KL(t_b || s_b)``, what the student has left to learn.
+    """
+    num = teacher_probs.shape[-1]
+    teacher = teacher_probs.detach().float().reshape(-1, num)
+    log_student = student_log_probs.detach().float().reshape(-1, num)
+    log_teacher = teacher.clamp_min(1e-12).log()
+    entropy = -(teacher * log_teacher).sum(dim=-1)
+    mean = teacher.mean(dim=0)
+    entropy_of_mean = -(mean * mean.clamp_min(1e-12).log()).sum()
+    return {
+        "sd_teacher_information": entropy_of_mean - entropy.mean(),
+        "sd_teacher_entropy": entropy.mean(),
+        "sd_entropy_max": torch.tensor(math.log(num), device=teacher.device),
+        "sd_kl": (teacher * (log_teacher - log_student)).sum(dim=-1).mean(),
+    }
 
 
 def dice_loss(
@@ -436,10 +479,91 @@ class SDDAMAEClassificationHead(nn.Module):
 
 
 def _sd_head(config: SDDAMAEConfig, in_dim: int) -> nn.Module:
-    """A1: the "single-layer MLP" projecting pooled features to K = ``sd_proj_dim`` logits."""
+    """A1: the "single-layer MLP" projecting pooled features to K = ``sd_proj_dim`` logits (the student's head)."""
     if config.sd_head_type == "mlp":
         return Mlp(in_dim, config.sd_proj_dim, config.sd_proj_dim)
     return nn.Linear(in_dim, config.sd_proj_dim)
+
+
+class FrozenProjection(nn.Linear):
+    """The frozen random teacher head of ``sd_mode="frozen_teacher"``: ``Linear(C -> K, no bias)`` with N(0, 1/C)
+    weights (unit-variance logits for standardised input), ``requires_grad=False`` (never a dead trainable weight)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__(in_dim, out_dim, bias=False)
+        self.weight.requires_grad_(False)
+
+
+def _sd_teacher_head(config: SDDAMAEConfig, in_dim: int) -> nn.Module:
+    """The decoder-side (teacher) head: trained only in ``sd_mode="sdmae"``, frozen otherwise."""
+    if config.sd_mode == "frozen_teacher" and config.sd_head_type == "linear":
+        return FrozenProjection(in_dim, config.sd_proj_dim)
+    head = _sd_head(config, in_dim)
+    if config.sd_mode != "sdmae":
+        head.requires_grad_(False)
+    return head
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over the processes of a running torch.distributed group (identity in one process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+class BatchStandardize(nn.Module):
+    """Standardise features over the GLOBAL batch: BatchNorm without affine whose training statistics are
+    all-reduced over the processes (so 2 processes of batch b equal 1 process of batch 2b, on CPU and GPU alike);
+    evaluation uses the running statistics. Never differentiated (the teacher side is detached).
+
+    x: [..., C] -> [..., C]; every leading position counts as one sample.
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.float().reshape(-1, x.shape[-1])
+        if not self.training:
+            mean, var = self.running_mean.float(), self.running_var.float()
+        else:
+            count = torch.tensor([float(flat.shape[0])], device=flat.device)
+            sums = _all_reduce_sum(torch.cat([count, flat.sum(0), (flat * flat).sum(0)]))
+            count = sums[0]
+            if count < 2:
+                raise ValueError("sd_mode='frozen_teacher' standardises the decoder vectors over the batch and needs "
+                                 "at least 2 images per (global) batch in training; use a larger batch")
+            mean = sums[1: 1 + flat.shape[1]] / count
+            var = (sums[1 + flat.shape[1]:] / count - mean * mean).clamp_min(0.0)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_((var * count / (count - 1)).to(self.running_var.dtype), self.momentum)
+        return ((flat - mean) / (var + self.eps).sqrt()).reshape(x.shape).to(x.dtype)
+
+
+class TeacherCentering(nn.Module):
+    """DINO centring of the teacher logits (``sd_mode="sdmae"``): subtract an EMA ``center`` of their batch means
+    (all-reduced over processes), updated after use in training. logits: [..., K] -> [..., K]."""
+
+    def __init__(self, dim: int, momentum: float = 0.9):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("center", torch.zeros(dim))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        centred = logits - self.center.to(logits.dtype)
+        if self.training:
+            self.update(logits)
+        return centred
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor) -> None:
+        flat = logits.detach().float().reshape(-1, logits.shape[-1])
+        sums = _all_reduce_sum(torch.cat([torch.tensor([float(flat.shape[0])], device=flat.device), flat.sum(0)]))
+        self.center.mul_(self.momentum).add_(sums[1:] / sums[0], alpha=1.0 - self.momentum)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -462,7 +586,9 @@ class SDDAMAEPreTrainedModel(MedMAEPreTrainedModel):
         the full-scale skip fuse is zero and the same-scale skip is ``[I | 0]`` (the transferred decoder's
         function is unchanged at step 0)."""
         std = self.config.initializer_range
-        if isinstance(module, ZeroInitLinear):
+        if isinstance(module, FrozenProjection):
+            init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
+        elif isinstance(module, ZeroInitLinear):
             init.zeros_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, IdentityConcatLinear):
@@ -486,6 +612,16 @@ class SDDAMAEPreTrainedModel(MedMAEPreTrainedModel):
             init.ones_(module.temperature)
         elif isinstance(module, SDDAMAEModel):
             init.normal_(module.mask_token, std=std)
+        elif isinstance(module, BatchStandardize):
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+        elif isinstance(module, TeacherCentering):
+            init.zeros_(module.center)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter leaf names the optimiser must not decay (timm convention): the channel-attention
+        ``temperature`` (XCiT's ``XCA.no_weight_decay``), beside every bias and norm that optim.py skips anyway."""
+        return {"temperature"}
 
     def _return_dict(self, return_dict: Optional[bool]) -> bool:
         return return_dict if return_dict is not None else self.config.return_dict
@@ -552,8 +688,9 @@ class SDDAMAEModel(SDDAMAEPreTrainedModel):
 class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
     """SDDA-MAE pre-training: masked encoder, decoder without skips, pixel head, and the two SD heads.
 
-    Parameters: ``sdda_mae.*`` (encoder), ``decoder.*``, ``pixel_head``, ``sd_encoder_head`` (student V_enc),
-    ``sd_decoder_head`` (teacher V_dec).
+    Parameters: ``sdda_mae.*`` (encoder), ``decoder.*``, ``pixel_head``, ``sd_encoder_head`` (student V_enc, trained),
+    ``sd_decoder_head`` (teacher V_dec: frozen unless ``sd_mode="sdmae"``); buffers ``sd_teacher_norm.*``
+    (``frozen_teacher``: batch standardisation of V_dec) and ``sd_center.*`` (``sdmae``: DINO centre).
     """
 
     def __init__(self, config: SDDAMAEConfig):
@@ -562,7 +699,14 @@ class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
         self.decoder = SDDAMAEDecoder(config)
         self.pixel_head = nn.Linear(config.hidden_sizes[0], config.patch_size**2 * config.num_channels)
         self.sd_encoder_head = _sd_head(config, config.hidden_sizes[-1])
-        self.sd_decoder_head = _sd_head(config, config.hidden_sizes[0])
+        self.sd_decoder_head = _sd_teacher_head(config, config.hidden_sizes[0])
+        self.sd_teacher_norm = BatchStandardize(config.hidden_sizes[0]) if config.sd_mode == "frozen_teacher" else None
+        self.sd_center = TeacherCentering(config.sd_proj_dim, config.sd_center_momentum) \
+            if config.sd_mode == "sdmae" else None
+        if config.sd_mode == "sdmae":
+            logger.warning("sd_mode='sdmae' trains both self-distillation heads without stop-gradient (SD-MAE); in a "
+                           "trial on the tiny config it collapsed to one shared one-hot target within 50 steps. Watch "
+                           "sd_teacher_information in the logs (near 0 = collapsed).")
         self.post_init()
 
     # ---- MAE steps -------------------------------------------------------------------------------
@@ -596,31 +740,48 @@ class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
         masked = F.max_pool2d(mask.reshape(-1, 1, *grid), kernel_size=grid[0] // target[0]).flatten(1)
         return masked if self.config.sd_tokens == "masked" else 1.0 - masked
 
-    def self_distillation_loss(
+    def sd_pool(self, tokens: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
+        """Token mean [B, N, C] -> [B, C] over the tokens with weight 1 (all tokens when ``weights`` is None)."""
+        if weights is None:
+            return tokens.mean(dim=1)
+        weights = weights.to(tokens.dtype)[..., None]
+        return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+    def sd_teacher_logits(self, v_dec: torch.Tensor) -> torch.Tensor:
+        """Teacher logits from the pooled decoder vectors [..., C_1] -> [..., K] (A6, ``sd_mode``).
+
+        ``frozen_teacher``: batch-standardise, then the frozen random head, without gradient; ``detached``: the
+        frozen head on the raw vector, without gradient (BYOT literal); ``sdmae``: the trained head, gradient into
+        the decoder, DINO centring.
+        """
+        if self.config.sd_mode == "sdmae":
+            return self.sd_center(self.sd_decoder_head(v_dec))
+        with torch.no_grad():
+            if self.sd_teacher_norm is not None:
+                v_dec = self.sd_teacher_norm(v_dec)
+            return self.sd_decoder_head(v_dec)
+
+    def self_distillation(
         self, bottleneck: torch.Tensor, decoded: torch.Tensor, mask: torch.Tensor, grids: list[tuple[int, int]]
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """L_CE(V_encoder, V_decoder) of eq. (1) with V from the SD heads (A1, A5, A6).
 
         bottleneck: e_S [B, N_S, C_S]; decoded: d [B, N_1, C_1]; mask: [B, L]. ``sd_pooling="mean"`` pools each to
-        one vector per image (over the tokens chosen by ``sd_tokens``); ``"token"`` average-pools d to the
-        bottleneck grid and distils token by token.
+        one vector per image over the tokens chosen by ``sd_tokens``; ``"token"`` average-pools d to the bottleneck
+        grid and distils token by token. Returns (loss, teacher_probs, student_log_probs), the distributions
+        [B, K] (mean pooling) or [B, N_S, K] (token pooling).
         """
         if self.config.sd_pooling == "token":
             factor = grids[0][0] // grids[-1][0]
             pooled = map_to_tokens(F.avg_pool2d(tokens_to_map(decoded, *grids[0]), kernel_size=factor))
             weights = self.sd_token_weights(mask, grids[0], grids[-1])
-            return self_distillation_loss(self.sd_encoder_head(bottleneck), self.sd_decoder_head(pooled),
-                                          self.config, weights)
-
-        def pool(tokens, weights):
-            if weights is None:
-                return tokens.mean(dim=1)
-            weights = weights.to(tokens.dtype)[..., None]
-            return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-
-        v_enc = self.sd_encoder_head(pool(bottleneck, self.sd_token_weights(mask, grids[0], grids[-1])))
-        v_dec = self.sd_decoder_head(pool(decoded, self.sd_token_weights(mask, grids[0], grids[0])))
-        return self_distillation_loss(v_enc, v_dec, self.config)
+            teacher, log_student = sd_distributions(self.sd_encoder_head(bottleneck), self.sd_teacher_logits(pooled),
+                                                    self.config)
+            return self_distillation_loss(teacher, log_student, self.config, weights), teacher, log_student
+        v_enc = self.sd_pool(bottleneck, self.sd_token_weights(mask, grids[0], grids[-1]))
+        v_dec = self.sd_pool(decoded, self.sd_token_weights(mask, grids[0], grids[0]))
+        teacher, log_student = sd_distributions(self.sd_encoder_head(v_enc), self.sd_teacher_logits(v_dec), self.config)
+        return self_distillation_loss(teacher, log_student, self.config), teacher, log_student
 
     def forward(
         self,
@@ -640,11 +801,13 @@ class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
         decoded = self.forward_decoder(features, grids)
         pred = self.pixel_head(decoded)
         reconstruction = self.forward_loss(pixel_values, pred, mask)
-        distillation = self.self_distillation_loss(features[-1], decoded, mask, grids)
+        distillation, teacher_probs, student_log_probs = self.self_distillation(features[-1], decoded, mask, grids)
         out = SDDAMAEForPreTrainingOutput(
             loss=reconstruction + self.config.sd_weight * distillation,
             reconstruction_loss=reconstruction,
             self_distillation_loss=distillation,
+            sd_teacher_probs=teacher_probs,
+            sd_student_log_probs=student_log_probs,
             logits=pred,
             mask=mask,
             unit_mask=unit_mask,
@@ -657,7 +820,8 @@ class SDDAMAEFineTuningModel(SDDAMAEPreTrainedModel):
     """Shared body of the fine-tuning models: the transferred encoder (``sdda_mae.*``) and decoder (``decoder.*``),
     new skip connections (``skip.*``) and the task heads. Subclasses choose the heads."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^pixel_head\.", r"^sd_encoder_head\.", r"^sd_decoder_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"^pixel_head\.", r"^sd_encoder_head\.", r"^sd_decoder_head\.",
+                                          r"^sd_teacher_norm\.", r"^sd_center\."]
     has_segmentation_head = True
     has_classification_head = True
 
@@ -827,4 +991,5 @@ __all__ = [
     "SDDAMAEForSemanticSegmentation",
     "SDDAMAEForImageClassification",
     "SDDAMAEForSegmentationAndClassification",
+    "self_distillation_diagnostics",
 ]

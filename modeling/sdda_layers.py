@@ -181,12 +181,12 @@ class MixFFN(nn.Module):
 class SDDAMAEDualAttentionBlock(GradientCheckpointingLayer):
     """Dual Attention Transformer (DAT) block: DAE-Former's ``DualTransformerBlock``, pre-norm residuals.
 
-    ``block_order="channel_first"`` (DAE-Former source)::
+    ``block_order="spatial_first"`` (default; DAE-Former paper and xmindflow/DAEFormer since 5cc9048)::
 
-        x = x + ChannelAttn(LN1(x));  x = x + MixFFN1(LN2(x))
-        x = x + EffAttn(LN3(x));      x = x + MixFFN2(LN4(x))
+        x = x + EffAttn(LN1(x));      x = x + MixFFN1(LN2(x))
+        x = x + ChannelAttn(LN3(x));  x = x + MixFFN2(LN4(x))
 
-    ``"spatial_first"`` swaps the two attentions. x: [B, h*w, C] -> [B, h*w, C].
+    ``"channel_first"`` (the repository's earlier commits) swaps the two attentions. x: [B, h*w, C] -> [B, h*w, C].
     """
 
     def __init__(self, config, dim: int, channel_heads: int, drop_path: float = 0.0):

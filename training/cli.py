@@ -2,6 +2,7 @@
 """The ``medmae`` command.
 
     medmae demo [--quick]                       the whole method on synthetic data, on a laptop
+    medmae reproduce sdda ARGS                  the SDDA-MAE ablation (Tables 1-4, Figures 2/3) over seeds
     medmae pretrain|finetune|evaluate ARGS      the Accelerate scripts (``--help``, ``--list_presets``)
     medmae convert mae|vit-mae|timm SRC OUT     convert a MAE / medical_mae .pth, a transformers ViTMAE folder or a
                                                 timm ViT checkpoint into a medmae folder (+ image processor)
@@ -25,6 +26,7 @@ COMMANDS = {
     "finetune": ("medmae.training.finetune", "main", "fine-tuning: SDDA-MAE seg+cls, ETMAE multi-label"),
     "evaluate": ("medmae.training.evaluate", "main", "the papers' metrics of a fine-tuned model on a split"),
     "demo": ("medmae.training.demo", "main", "the end-to-end demo on synthetic data (--quick: 1 minute)"),
+    "reproduce": ("medmae.training.reproduce", "main", "re-run a paper's ablation over seeds: reproduce sdda"),
     "convert": ("medmae.training.cli", "convert_main", "convert MAE / ViTMAE / timm checkpoints"),
     "export": ("medmae.hub_cards.export", "main_export", "write a Hub-ready folder from a run"),
     "push": ("medmae.hub_cards.push", "main_push", "push a Hub-ready folder"),

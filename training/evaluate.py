@@ -67,7 +67,8 @@ def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequen
     multilabel: ``mauc`` and ``auc/<label>`` (labels with one class in the truth are left out of the mean).
     segcls: ``dice``, ``jaccard``, ``hd95``, ``asd`` (pixels; a missed lesion counts the image diagonal),
     ``dice_positive`` (lesion images only), ``accuracy``, ``precision``, ``recall`` (the positive class for
-    two classes, as for SIIM-ACR pneumothorax; macro averages otherwise, as for BUSI's three classes).
+    two classes, as for SIIM-ACR pneumothorax; macro averages otherwise, as for BUSI's three classes), and
+    ``distance_convention`` (``medpy``: HD95 as the paper lineage computes it, see ``training/metrics.py``).
     """
     from .metrics import classification_metrics, multilabel_auc, segmentation_metrics
 
@@ -85,7 +86,7 @@ def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequen
         precision, recall = cls["precision_macro"], cls["recall_macro"]
     return {"dice": seg["dice"], "jaccard": seg["jaccard"], "hd95": seg["hd95"], "asd": seg["asd"],
             "dice_positive": seg["dice_positive"], "accuracy": cls["accuracy"], "precision": precision,
-            "recall": recall}
+            "recall": recall, "distance_convention": seg["distance_convention"]}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -100,9 +101,11 @@ def _num(value) -> str:
 
 
 def segmentation_table(rows: dict[str, dict], dataset: str) -> str:
-    """SDDA-MAE Tables 1 / 3: ``| Method | Dice(%) | Jaccard(%) | HD95 | ASD |``."""
+    """SDDA-MAE Tables 1 / 3: ``| Method | Dice(%) | Jaccard(%) | HD95 | ASD |`` (the HD95 convention named)."""
+    conventions = sorted({m.get("distance_convention") or "medpy" for m in rows.values() if m.get("hd95") is not None})
+    convention = f" ({'/'.join(conventions)})" if conventions else ""
     lines = [f"Segmentation performances on {dataset}.", "",
-             "| Method | Dice(%) ↑ | Jaccard(%) ↑ | HD95 ↓ | ASD ↓ |", "|---|---|---|---|---|"]
+             f"| Method | Dice(%) ↑ | Jaccard(%) ↑ | HD95{convention} ↓ | ASD ↓ |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {_pct(m.get('dice'))} | {_pct(m.get('jaccard'))} | {_num(m.get('hd95'))} | "
               f"{_num(m.get('asd'))} |" for name, m in rows.items()]
     return "\n".join(lines) + "\n"

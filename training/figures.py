@@ -38,30 +38,46 @@ def _show(ax, image, title: Optional[str] = None):
         ax.set_title(title, fontsize=8)
 
 
+def _plot_series(ax, rows: list[dict], keys: Sequence[str], **style) -> None:
+    for key in keys:
+        ax.plot([h["step"] for h in rows if key in h], [h[key] for h in rows if key in h], label=key, **style)
+
+
 def loss_curves(history: list[dict], path, title: str = "") -> Path:
-    """Training loss (and its parts) per logged step, with validation metrics on a second panel."""
+    """Training loss and its parts per logged step; the self-distillation diagnostics (``sd_*``: teacher
+    information, teacher entropy against ln K, KL, SD/MSE gradient ratio) on their own panel when logged;
+    validation metrics on the last panel."""
     plt = _plt()
     train = [h for h in history if h.get("split") == "train"]
     val = [h for h in history if h.get("split") == "validation"]
-    fig, axes = plt.subplots(1, 2 if val else 1, figsize=(10 if val else 5.5, 3.6), squeeze=False)
-    ax = axes[0, 0]
     keys = [k for k in (train[0] if train else {}) if k not in ("step", "epoch", "split", "lr")]
-    for key in keys:
-        steps = [h["step"] for h in train if key in h]
-        ax.plot(steps, [h[key] for h in train if key in h], label=key)
+    losses = [k for k in keys if not k.startswith("sd_") or k.endswith("loss")]
+    diagnostics = [k for k in keys if k not in losses and k != "sd_entropy_max"]
+    panels = 1 + bool(diagnostics) + bool(val)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+    ax = axes[0, 0]
+    _plot_series(ax, train, losses)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(f"{title} training".strip(), fontsize=9)
-    if keys:
+    if losses:
+        ax.legend(fontsize=7)
+    if diagnostics:
+        ax = axes[0, 1]
+        _plot_series(ax, train, diagnostics)
+        if "sd_entropy_max" in keys:
+            ax.axhline(train[0]["sd_entropy_max"], color="grey", ls="--", lw=1, label="ln K (uniform teacher)")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("nats / ratio")
+        ax.set_title(f"{title} self-distillation diagnostics".strip(), fontsize=9)
         ax.legend(fontsize=7)
     if val:
-        ax = axes[0, 1]
+        ax = axes[0, panels - 1]
         names = [k for k in val[-1] if k not in ("step", "epoch", "split") and isinstance(val[-1][k], (int, float))]
-        for key in names[:8]:
-            ax.plot([h["step"] for h in val if key in h], [h[key] for h in val if key in h], marker="o", ms=3,
-                    label=key)
+        names = [k for k in names if not k.startswith("sd_") or k.endswith("loss")]
+        _plot_series(ax, val, names[:8], marker="o", ms=3)
         ax.set_xlabel("optimizer step")
-        ax.set_title("validation", fontsize=9)
+        ax.set_title(f"{title} validation".strip(), fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -311,7 +311,8 @@ class TrainingTask:
     task: str = ""
     metric_for_best: Optional[str] = None  # a key of evaluate()'s dict; None keeps the last weights
     greater_is_better: bool = True
-    find_unused_parameters: bool = False  # DDP: modules that get no gradient (e.g. a detached SD head)
+    find_unused_parameters: bool = False  # DDP: modules that get no gradient
+    diagnostics_due: bool = False  # set by the loop for the batches of a logging step (costly diagnostics)
 
     def __init__(self, model_args, data_args, opt_args, run_args):
         self.model_args, self.data_args, self.opt_args, self.run_args = model_args, data_args, opt_args, run_args
@@ -533,6 +534,8 @@ def train(task: TrainingTask) -> dict:
             skip = state.batches_in_epoch
             loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
             for batch in loader:
+                task.diagnostics_due = (state.global_step + 1) % max(ra.logging_steps, 1) == 0 \
+                    or state.global_step + 1 == total_steps
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
                         loss, parts = task.compute_loss(model, batch)
@@ -613,7 +616,8 @@ def train(task: TrainingTask) -> dict:
 
         figures_dir = out / "figures"
         figures_dir.mkdir(parents=True, exist_ok=True)
-        figures.append(loss_curves(state.history, figures_dir / "loss_curves.png", title=f"{task.family} {task.task}"))
+        figures.append(loss_curves(state.history, figures_dir / "loss_curves.png",
+                                   title=f"{out.name}: {task.family} {task.task}"))
         figures.extend(task.figures(unwrapped, accelerator, figures_dir))
     state.wall_time_s += time.perf_counter() - clock[0]
     info = {

@@ -12,10 +12,15 @@ Conventions (no NaN ever leaves this module; undefined values are ``None``):
   structuring element, pixels on the image border count as boundary), the distance of a boundary
   pixel is the Euclidean distance transform (``scipy.ndimage.distance_transform_edt``, with
   ``sampling=spacing``) to the other mask's boundary, as in MONAI and medpy.
-* **HD95**: ``max(P95(d(pred -> true)), P95(d(true -> pred)))`` (MONAI's ``percentile=95``
-  definition: the larger of the two directed 95th percentiles).
+* **HD95**, ``convention="medpy"`` (default): ``P95(d(pred -> true) ∪ d(true -> pred))``, the 95th
+  percentile of both directions' distances POOLED -- medpy's ``binary.hd95``, which the TransUNet /
+  Swin-Unet / DAE-Former evaluation code (``calculate_metric_percase``) calls and whose numbers the
+  SDDA-MAE paper compares with. ``convention="monai"``: ``max(P95(d(pred -> true)), P95(d(true ->
+  pred)))``, MONAI's ``compute_hausdorff_distance(percentile=95)``, 0-8% higher on the same masks.
+  Every metric dict names its convention (``distance_convention``).
 * **ASD**: symmetric average surface distance, the mean of the distances of both directions
-  pooled (MONAI ``compute_average_surface_distance(symmetric=True)``).
+  pooled: medpy 0.5.2 ``binary.assd`` (``concatenate(...).mean()``) and MONAI
+  ``compute_average_surface_distance(symmetric=True)`` agree, so both conventions give the same ASD.
 * **Empty masks and distances**: both empty -> 0.0. A MISSED lesion (prediction empty, ground
   truth not) or a false-positive prediction on an empty ground truth has no surface distance;
   MONAI returns NaN (or inf) there and a ``nanmean`` then DROPS the case, so missing more
@@ -127,12 +132,20 @@ def _distance_metric(pred, true, spacing, missing_distance, reduce):
     return float(reduce(*d))
 
 
-def hd95(pred, true, spacing=None, missing_distance="diagonal") -> float | None:
-    """95th-percentile Hausdorff distance (max of the two directed 95th percentiles), in pixels
-    or in the unit of ``spacing``. Both empty -> 0.0; exactly one empty -> ``missing_distance``
-    (default the image diagonal; None -> None)."""
-    return _distance_metric(pred, true, spacing, missing_distance,
-                            lambda a, b: max(np.percentile(a, 95), np.percentile(b, 95)))
+DISTANCE_CONVENTIONS = {
+    "medpy": lambda a, b: np.percentile(np.concatenate([a, b]), 95),
+    "monai": lambda a, b: max(np.percentile(a, 95), np.percentile(b, 95)),
+}
+
+
+def hd95(pred, true, spacing=None, missing_distance="diagonal", convention: str = "medpy") -> float | None:
+    """95th-percentile Hausdorff distance in pixels or in the unit of ``spacing``: ``convention="medpy"``
+    pools both directions' distances (the paper lineage), ``"monai"`` takes the larger directed 95th
+    percentile. Both empty -> 0.0; exactly one empty -> ``missing_distance`` (default the image diagonal;
+    None -> None)."""
+    if convention not in DISTANCE_CONVENTIONS:
+        raise ValueError(f"unknown HD95 convention {convention!r}; choose one of {', '.join(DISTANCE_CONVENTIONS)}")
+    return _distance_metric(pred, true, spacing, missing_distance, DISTANCE_CONVENTIONS[convention])
 
 
 def asd(pred, true, spacing=None, missing_distance="diagonal") -> float | None:
@@ -148,13 +161,14 @@ def _mean(values) -> tuple[float | None, int]:
 
 
 def segmentation_metrics(pred_masks, true_masks, spacing=None, missing_distance="diagonal",
-                         distances: bool = True) -> dict:
+                         distances: bool = True, convention: str = "medpy") -> dict:
     """Per-case and mean Dice, Jaccard, HD95 and ASD of binary masks.
 
     ``pred_masks`` / ``true_masks``: sequences of 2-D masks (sizes may differ between cases) or
     arrays (N, H, W); non-zero = foreground. ``spacing``: None (pixels), one (row, col) pair for
     all cases, or one pair per case (e.g. SIIM's ``pixel_spacing`` column). ``distances=False``
-    skips HD95/ASD (faster).
+    skips HD95/ASD (faster). ``convention``: the HD95 definition (``medpy`` or ``monai``, see the
+    module docstring), recorded as ``distance_convention``.
 
     Returns ``{"num_cases", "dice", "jaccard", "hd95", "asd"`` (means), ``"dice_positive"`` (mean
     Dice over cases with a non-empty ground truth), ``"per_case": {metric: [...]}``,
@@ -186,11 +200,11 @@ def segmentation_metrics(pred_masks, true_masks, spacing=None, missing_distance=
         cases["missed"] += has_t and not has_p
         cases["false_positive"] += has_p and not has_t
         if distances:
-            per["hd95"].append(hd95(p, t, s, missing_distance))
+            per["hd95"].append(hd95(p, t, s, missing_distance, convention))
             per["asd"].append(asd(p, t, s, missing_distance))
     out = {"num_cases": n, "per_case": {k: [_clean(v) for v in vals] for k, vals in per.items()
                                          if distances or k in ("dice", "jaccard")},
-           "excluded": {}, "cases": cases, "missing_distance": missing_distance}
+           "excluded": {}, "cases": cases, "missing_distance": missing_distance, "distance_convention": convention}
     for k, vals in out["per_case"].items():
         out[k], out["excluded"][k] = _mean(vals)
     out["dice_positive"] = _mean(positive_dice)[0]

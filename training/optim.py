@@ -1,8 +1,9 @@
 # Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
 """Optimiser parameter groups and per-iteration learning-rate schedules of the papers' recipes.
 
-* Weight decay: none on biases, 1-D parameters (norms) and the names in ``NO_WEIGHT_DECAY`` (timm's
-  ``no_weight_decay()``: ``pos_embed``, ``cls_token``, ``dist_token``); frozen parameters are left out.
+* Weight decay: none on biases, 1-D parameters (norms), the names in ``NO_WEIGHT_DECAY`` (``pos_embed``,
+  ``cls_token``, ``dist_token``) and the leaf names the model's own ``no_weight_decay()`` returns (timm
+  convention; SDDA-MAE: the channel-attention ``temperature``); frozen parameters are left out.
 * Layer-wise lr decay with timm ``param_groups_lrd`` semantics (MAE / medical_mae fine-tuning):
   ``num_layers = len(blocks) + 1``; ``cls_token``, ``pos_embed``, ``patch_embed.*`` get layer id 0,
   ``blocks.i.*`` get ``i + 1``, everything else (``fc_norm``, the head) gets ``num_layers``; the group's
@@ -69,6 +70,7 @@ def param_groups(
             raise ValueError("layer decay needs a ViT encoder with a 'blocks' ModuleList (ETMAE); "
                              f"{type(model).__name__} has none")
         num_layers = depths[0] + 1
+    no_weight_decay = set(no_weight_decay) | set(getattr(model, "no_weight_decay", lambda: ())())
     groups: dict[tuple, dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

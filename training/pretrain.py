@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..modeling.modeling_sdda_mae import self_distillation_diagnostics
 from .args import resolve_task
 from .loop import (
     TrainingTask,
@@ -44,9 +45,6 @@ class PretrainTask(TrainingTask):
 
         m, d = self.model_args, self.data_args
         self.family = m.family
-        # SDDA-MAE: the detached decoder-side SD head gets no gradient, so DDP must look for unused parameters;
-        # ETMAE uses every parameter and is spared DDP's per-step graph traversal.
-        self.find_unused_parameters = m.family == "sdda_mae"
         self.task = resolve_task("pretrain", m)
         if m.family == "etmae":
             teacher = None
@@ -86,11 +84,15 @@ class PretrainTask(TrainingTask):
     def compute_loss(self, model, batch):
         out = model(pixel_values=batch["pixel_values"])
         parts = {"reconstruction_loss": out.reconstruction_loss}
-        extra = getattr(out, "distillation_loss", None) if self.family == "etmae" else out.self_distillation_loss
-        if extra is not None:
-            parts["distillation_loss" if self.family == "etmae" else "self_distillation_loss"] = extra
+        if self.family == "etmae":
+            if getattr(out, "distillation_loss", None) is not None:
+                parts["distillation_loss"] = out.distillation_loss
+            return out.loss, parts
+        parts["self_distillation_loss"] = out.self_distillation_loss
+        parts.update(self_distillation_diagnostics(out.sd_teacher_probs, out.sd_student_log_probs))
+        if self.diagnostics_due and torch.is_grad_enabled():
+            parts["sd_grad_ratio"] = sd_gradient_ratio(model, out)
         return out.loss, parts
-
     @torch.no_grad()
     def evaluate(self, model, dataloader, accelerator) -> dict[str, float]:
         """Mean validation losses with a fixed masking seed (the training RNG is untouched)."""
@@ -136,6 +138,20 @@ class PretrainTask(TrainingTask):
 
     def run_info_extra(self) -> dict:
         return {**super().run_info_extra(), **getattr(self, "teacher_info", {})}
+
+
+def sd_gradient_ratio(model, out) -> torch.Tensor:
+    """``||d(sd_weight * L_SD)/d encoder|| / ||d L_MSE/d encoder||`` on this batch's graph (kept for the backward):
+    how strongly self-distillation pulls on the encoder relative to reconstruction (0-d tensor)."""
+    unwrapped = model.module if hasattr(model, "module") else model
+    encoder = [p for p in unwrapped.sdda_mae.parameters() if p.requires_grad]
+
+    def norm(loss):
+        grads = torch.autograd.grad(loss, encoder, retain_graph=True, allow_unused=True)
+        return torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))
+
+    sd = unwrapped.config.sd_weight * out.self_distillation_loss
+    return (norm(sd) / norm(out.reconstruction_loss).clamp_min(1e-12)).detach()
 
 
 def _teacher_source(path: str):

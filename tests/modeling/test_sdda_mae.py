@@ -1,6 +1,7 @@
 """SDDA-MAE model behaviour: configuration, masking numbers, losses, transfer, bad inputs (tiny 64 px preset)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -13,13 +14,14 @@ from medmae import (
     SDDAMAEForSemanticSegmentation,
     SDDAMAEModel,
 )
-from medmae.modeling.modeling_sdda_mae import dice_loss, segmentation_loss
+from medmae.modeling.modeling_sdda_mae import dice_loss, segmentation_loss, self_distillation_diagnostics
 from medmae.modeling.sdda_layers import window_masking
 
-# Default preset, 512 px: the method notes' 26.4M (section 5.2) minus DAE-Former's 90,112 dead MixFFN norms.
-DEFAULT_PRETRAINING_PARAMS = 26_307_968
+# Default preset, 512 px: the method notes' 26.4M (section 5.2) minus DAE-Former's 90,112 dead MixFFN norms and
+# the 512 biases the frozen teacher head does not have (sd_mode="frozen_teacher"; 512 of them frozen x 128 inputs).
+DEFAULT_PRETRAINING_PARAMS = 26_307_456
 DEFAULT_JOINT_PARAMS = 26_448_276
-TINY_PRETRAINING_PARAMS = 204_282
+TINY_PRETRAINING_PARAMS = 204_250
 
 
 def tiny(**overrides):
@@ -56,7 +58,11 @@ def test_presets_labels_and_json_round_trip():
     default = SDDAMAEConfig()
     assert (default.image_size, default.patch_size, default.mask_ratio, default.mask_unit_patches) == (512, 4, 0.6, 4)
     assert (default.seg_loss_weight, default.cls_loss_weight, default.focal_gamma) == (0.5, 0.5, 2.0)
-    assert default.skip_mode == "full_scale" and default.sd_detach_teacher
+    assert default.skip_mode == "full_scale" and default.sd_mode == "frozen_teacher"
+    assert default.block_order == "spatial_first" and default.sd_tokens == "visible"
+    assert default.sd_temperatures == (1.0, 1.0) and default.sd_weight == 1.0
+    legacy = SDDAMAEConfig.from_dict({**default.to_dict(), "sd_mode": "frozen_teacher", "sd_detach_teacher": True})
+    assert legacy.sd_mode == "detached" and not hasattr(legacy, "sd_detach_teacher")  # medmae 0.1 configs
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -145,18 +151,84 @@ def test_reconstruction_loss_sees_only_masked_pixels():
     assert torch.allclose(base.loss, base.reconstruction_loss + base.self_distillation_loss)
 
 
-@pytest.mark.parametrize("detach", [True, False])
-def test_teacher_detach_blocks_self_distillation_gradient(detach):
-    model = pretraining_model(sd_detach_teacher=detach).train()
+@pytest.mark.parametrize("mode", ["frozen_teacher", "detached", "sdmae"])
+def test_self_distillation_gradient_paths(mode):
+    model = pretraining_model(sd_mode=mode).train()
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     model(images(), noise=noise()).self_distillation_loss.backward()
-    teacher_grad = model.sd_decoder_head.weight.grad
     decoder_grads = [p.grad for p in model.decoder.parameters()]
     assert model.sd_encoder_head.weight.grad.abs().sum() > 0
     assert model.sdda_mae.stages[-1].blocks[0].mlp2.fc2.weight.grad.abs().sum() > 0
-    if detach:
-        assert teacher_grad is None and all(g is None for g in decoder_grads)
-    else:
-        assert teacher_grad.abs().sum() > 0
+    if mode == "sdmae":  # SD-MAE: no stop-gradient, both heads and the decoder learn from the SD term
+        assert frozen == [] and model.sd_decoder_head.weight.grad.abs().sum() > 0
+        assert any(g is not None and g.abs().sum() > 0 for g in decoder_grads)
+    else:  # the teacher is a fixed target: frozen (never a trainable parameter without gradient)
+        assert frozen and all(n.startswith("sd_decoder_head.") for n in frozen)
+        assert model.sd_decoder_head.weight.grad is None and all(g is None for g in decoder_grads)
+
+
+def test_every_trainable_pretraining_parameter_gets_a_gradient():
+    model = pretraining_model().train()
+    model(images(), noise=noise()).loss.backward()
+    dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    assert dead == []  # so DDP needs no find_unused_parameters
+
+
+def test_self_distillation_is_alive_by_default_and_dead_in_the_literal_reading():
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 64, 64)
+    alive = pretraining_model().train()(x)
+    assert alive.sd_teacher_probs.shape == alive.sd_student_log_probs.shape == (8, 32)
+    diag = self_distillation_diagnostics(alive.sd_teacher_probs, alive.sd_student_log_probs)
+    assert diag["sd_teacher_information"] > 0.05
+    assert diag["sd_teacher_entropy"] < diag["sd_entropy_max"] - 0.05
+    literal = pretraining_model(sd_mode="detached").train()(x)
+    dead = self_distillation_diagnostics(literal.sd_teacher_probs, literal.sd_student_log_probs)
+    assert dead["sd_teacher_information"] < 1e-3  # the artefact of medmae 0.1: one uniform target for all
+    assert abs(float(dead["sd_teacher_entropy"] - dead["sd_entropy_max"])) < 1e-2
+
+
+def test_diagnostics_definition():
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    same = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
+    diag = self_distillation_diagnostics(teacher, same.log())
+    assert diag["sd_teacher_information"] == pytest.approx(math.log(2), abs=1e-5)  # one-hot, different per image
+    assert diag["sd_teacher_entropy"] == pytest.approx(0.0, abs=1e-5)
+    assert diag["sd_kl"] == pytest.approx(math.log(2), abs=1e-5)
+    assert self_distillation_diagnostics(same, same.log())["sd_teacher_information"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_batch_standardisation_of_the_teacher():
+    model = pretraining_model().train()
+    with pytest.raises(ValueError, match="at least 2 images"):
+        model(images()[:1])
+    model.eval()
+    assert torch.isfinite(model(images()[:1]).loss)  # evaluation uses the running statistics
+    norm = model.sd_teacher_norm.train()
+    x = torch.randn(16, 16) * 3 + 2
+    y = norm(x)
+    assert torch.allclose(y.mean(0), torch.zeros(16), atol=1e-5) and torch.allclose(y.std(0, unbiased=False),
+                                                                                     torch.ones(16), atol=1e-3)
+
+
+def test_block_order_runs_the_chosen_attention_first():
+    calls = []
+    for order in ("spatial_first", "channel_first"):
+        block = SDDAMAEModel(tiny(block_order=order)).stages[0].blocks[0]
+        block.spatial_attn.register_forward_hook(lambda *a: calls.append("spatial"))
+        block.channel_attn.register_forward_hook(lambda *a: calls.append("channel"))
+        block(torch.randn(1, 256, 16), 16, 16)
+    assert calls == ["spatial", "channel", "channel", "spatial"]
+
+
+def test_channel_attention_temperature_takes_no_weight_decay():
+    from medmae.training.optim import param_groups
+
+    groups = param_groups(pretraining_model(), lr=1e-3, weight_decay=0.05)
+    decayed = {n for g in groups if g["weight_decay"] > 0 for n in g["param_names"]}
+    assert not [n for n in decayed if n.endswith("temperature")]
+    assert "sdda_mae.stages.0.blocks.0.channel_attn.qkv.weight" in decayed
+    assert not [n for g in groups for n in g["param_names"] if n.startswith("sd_decoder_head")]  # frozen: left out
 
 
 def test_empty_masks_and_dice_conventions():

@@ -48,8 +48,27 @@ def test_distances_against_monai():
                                                           percentile=95, **kw).item()
             sd = monai_metrics.compute_average_surface_distance(yp, yt, include_background=True,
                                                                 symmetric=True, **kw).item()
-            assert metrics.hd95(p, t, spacing) == pytest.approx(hd, rel=1e-5, abs=1e-5)
+            assert metrics.hd95(p, t, spacing, convention="monai") == pytest.approx(hd, rel=1e-5, abs=1e-5)
             assert metrics.asd(p, t, spacing) == pytest.approx(sd, rel=1e-5, abs=1e-5)
+
+
+def test_distances_against_medpy_the_paper_lineage():
+    binary = pytest.importorskip("medpy.metric.binary")
+    rng = np.random.default_rng(0)
+    preds, trues = _blobs(rng, 25), _blobs(rng, 25)
+    differ = 0
+    for spacing in (None, (0.5, 2.0)):
+        for p, t in zip(preds, trues):
+            ours = metrics.hd95(p, t, spacing)  # default convention: medpy's pooled percentile
+            assert ours == pytest.approx(binary.hd95(p, t, voxelspacing=spacing), rel=1e-6, abs=1e-6)
+            assert metrics.asd(p, t, spacing) == pytest.approx(binary.assd(p, t, voxelspacing=spacing), rel=1e-6)
+            differ += ours < metrics.hd95(p, t, spacing, convention="monai") - 1e-9
+    assert differ > 0  # the two conventions are really different numbers
+    out = metrics.segmentation_metrics(preds[:3], trues[:3])
+    assert out["distance_convention"] == "medpy"
+    assert metrics.segmentation_metrics(preds[:3], trues[:3], convention="monai")["hd95"] >= out["hd95"]
+    with pytest.raises(ValueError, match="unknown HD95 convention"):
+        metrics.hd95(preds[0], trues[0], convention="max")
 
 
 def test_missed_lesion_never_improves_the_mean():

@@ -77,3 +77,57 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
     assert info["eval_split"] == "test" and info["eval_num_items"] == 9
     assert info["hyperparameters"]["steps_per_epoch"] == 72 // (4 * 2)
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_two_process_sdda_pretraining_needs_no_unused_parameter_search(tmp_path):
+    """The frozen teacher head is not a trainable parameter, so DDP runs without find_unused_parameters."""
+    out = tmp_path / "ddp_sdda"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "medmae.training.pretrain", "--preset", "demo", "--dataset",
+               "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 48, "image_size": 32}', "--image_size",
+               "32", "--max_steps", "4", "--batch_size", "4", "--report_to", "none", "--figures", "False",
+               "--progress_bar", "False", "--logging_steps", "1", "--output_dir", str(out)]
+    result = subprocess.run(command, env={**_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True,
+                            timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["num_processes"] == 2 and info["hyperparameters"]["total_steps"] == 4
+    state = json.loads(sorted((out / "checkpoints").glob("step_*"))[-1].joinpath("trainer_state.json").read_text())
+    assert all(h["sd_teacher_information"] > 0.05 for h in state["history"] if h["split"] == "train")
+
+
+def _standardize_worker(rank, world, port, x, queue):
+    import torch.distributed as dist
+
+    from medmae.modeling.modeling_sdda_mae import BatchStandardize
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    norm = BatchStandardize(x.shape[1]).train()
+    half = x.shape[0] // world
+    out = norm(x[rank * half:(rank + 1) * half])
+    queue.put((rank, out.numpy().copy(), norm.running_mean.numpy().copy(), norm.running_var.numpy().copy()))
+    dist.destroy_process_group()
+
+
+def test_teacher_standardisation_uses_the_global_batch_under_ddp():
+    import torch
+    import torch.multiprocessing as mp
+
+    from medmae.modeling.modeling_sdda_mae import BatchStandardize
+
+    x = torch.randn(8, 5, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    single = BatchStandardize(5).train()
+    expected = single(x)
+    ctx = mp.get_context("spawn")
+    queue, port = ctx.Queue(), _free_port()
+    processes = [ctx.Process(target=_standardize_worker, args=(r, 2, port, x, queue)) for r in range(2)]
+    for p in processes:
+        p.start()
+    results = sorted((queue.get(timeout=120) for _ in processes), key=lambda r: r[0])
+    for p in processes:
+        p.join(timeout=60)
+    results = [(rank, *(torch.from_numpy(a) for a in arrays)) for rank, *arrays in results]
+    torch.testing.assert_close(torch.cat([r[1] for r in results]), expected, atol=1e-5, rtol=1e-5)
+    for _, _, mean, var in results:
+        torch.testing.assert_close(mean, single.running_mean, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(var, single.running_var, atol=1e-6, rtol=1e-5)

@@ -158,3 +158,26 @@ def test_busi_preset_on_a_real_format_folder(tmp_path):
     assert info["hyperparameters"]["data_root"] == "<data_root>" and info["label_names"] == ["normal", "benign",
                                                                                               "malignant"]
     assert str(tmp_path) not in (tmp_path / "run" / "run_info.json").read_text()
+
+
+def test_self_distillation_stays_alive_in_a_short_pretraining_run(tmp_path):
+    data = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 96, "image_size": 32}']
+    info = pretrain.main(["--preset", "demo", *data, "--image_size", "32", "--num_epochs", "4", "--batch_size", "8",
+                          "--report_to", "none", "--progress_bar", "False", "--logging_steps", "3",
+                          "--output_dir", str(tmp_path / "pre")])
+    state = json.loads(sorted((tmp_path / "pre" / "checkpoints").glob("step_*"))[-1].joinpath(
+        "trainer_state.json").read_text())
+    train = [h for h in state["history"] if h["split"] == "train"]
+    assert len(train) >= 10 and info["hyperparameters"]["total_steps"] >= 30
+    assert all(h["sd_teacher_information"] > 0.05 for h in train)  # image-specific targets throughout
+    assert all(h["sd_teacher_entropy"] < h["sd_entropy_max"] for h in train)
+    assert all(h["sd_grad_ratio"] > 1e-3 for h in train)  # the SD term pulls on the encoder
+    assert (tmp_path / "pre" / "figures" / "loss_curves.png").is_file()
+    literal = pretrain.main(["--preset", "demo", *data, "--image_size", "32", "--max_steps", "3", "--batch_size", "8",
+                             "--config_overrides", '{"sd_mode": "detached"}', "--report_to", "none",
+                             "--progress_bar", "False", "--logging_steps", "1", "--figures", "False",
+                             "--output_dir", str(tmp_path / "literal")])
+    state = json.loads(sorted((tmp_path / "literal" / "checkpoints").glob("step_*"))[-1].joinpath(
+        "trainer_state.json").read_text())
+    assert literal["num_parameters"] > 0
+    assert all(h["sd_teacher_information"] < 1e-3 for h in state["history"] if h["split"] == "train")
