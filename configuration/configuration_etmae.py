@@ -58,6 +58,8 @@ class ETMAEConfig(PretrainedConfig):
 
     Args:
         image_size, patch_size, num_channels: input geometry; ``image_size`` must be divisible by ``patch_size``.
+            Position embeddings are FIXED 2-D sin-cos tables as in MAE (not learned, never zero), in the encoder and
+            the decoder.
         hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: encoder width, depth, heads, MLP width.
         qkv_bias: bias on the fused qkv projection (MAE: True).
         layer_norm_eps: LayerNorm epsilon (MAE 1e-6; transformers' ViTMAE default 1e-12 is not MAE-faithful).
@@ -76,6 +78,10 @@ class ETMAEConfig(PretrainedConfig):
         distill_weight: alpha in ``L = L_MAE + alpha * L_dist`` (not given in the paper; DMAE's code uses 1).
         image_mean, image_std: normalisation the model's inputs were made with (part of the checkpoint's contract).
         teacher_image_mean, teacher_image_std: normalisation the teacher expects; inputs are re-normalised when they differ.
+        teacher_source_statistics: ``{source: {"image_mean": [...], "image_std": [...]}}`` when the teacher saw each
+            source with its own statistics (lambert-x/medical_mae: NIH 0.5056 / 0.252, CheXpert ImageNet); every
+            image is then re-normalised by its batch ``source`` (``forward(teacher_source=...)``), and a batch
+            without sources, or with a source not listed, is an error rather than a silent default.
         global_pool: ``avg`` (MAE fine-tuning: mean of patch tokens then ``fc_norm``) or ``cls`` (CLS after the final norm).
         problem_type: ``single_label_classification`` or ``multi_label_classification`` (BCE; NIH / CheXpert).
     """
@@ -114,6 +120,7 @@ class ETMAEConfig(PretrainedConfig):
         image_std=IMAGENET_STD,
         teacher_image_mean=None,
         teacher_image_std=None,
+        teacher_source_statistics: Optional[dict] = None,
         global_pool: str = "avg",
         classifier_init_std: float = 2e-5,
         **kwargs,
@@ -148,6 +155,9 @@ class ETMAEConfig(PretrainedConfig):
         self.image_std = list(image_std)
         self.teacher_image_mean = list(teacher_image_mean) if teacher_image_mean is not None else None
         self.teacher_image_std = list(teacher_image_std) if teacher_image_std is not None else None
+        self.teacher_source_statistics = (
+            {str(k): {"image_mean": list(v["image_mean"]), "image_std": list(v["image_std"])}
+             for k, v in teacher_source_statistics.items()} if teacher_source_statistics else None)
         self.global_pool = global_pool
         self.classifier_init_std = classifier_init_std
         super().__init__(**kwargs)
@@ -187,6 +197,11 @@ class ETMAEConfig(PretrainedConfig):
         for name in ("image_mean", "image_std"):
             if len(getattr(self, name)) not in (1, self.num_channels):
                 raise ValueError(f"{name} has {len(getattr(self, name))} values for {self.num_channels} channels")
+        for source, stats in (self.teacher_source_statistics or {}).items():
+            for name in ("image_mean", "image_std"):
+                if len(stats[name]) not in (1, self.num_channels) or (name == "image_std" and min(stats[name]) <= 0):
+                    raise ValueError(f"teacher_source_statistics[{source!r}][{name!r}] = {stats[name]} does not fit "
+                                     f"{self.num_channels} channels (std must be positive)")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "ETMAEConfig":

@@ -28,6 +28,12 @@ NORMALIZATION_PRESETS = {
     # [-1, 1] scaling used by DAE-Former.
     "half": ([0.5] * 3, [0.5] * 3),
 }
+# Statistics each source was normalised with when the lambert-x/medical_mae teachers were pre-trained: NIH with
+# its own mean/std, CheXpert with ImageNet's (``--teacher_normalization medical_mae``, per image by ``source``).
+TEACHER_SOURCE_STATISTICS = {
+    "medical_mae": {"chestxray14": {"image_mean": [0.5056] * 3, "image_std": [0.252] * 3},
+                    "chexpert": {"image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}},
+}
 
 
 def _to_chw_array(image) -> tuple[torch.Tensor, float]:

@@ -320,11 +320,14 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
     def teacher(self) -> Optional[ETMAEModel]:
         return self._teacher[0] if self._teacher else None
 
-    def set_teacher(self, teacher: Optional[nn.Module], image_mean=None, image_std=None) -> None:
+    def set_teacher(self, teacher: Optional[nn.Module], image_mean=None, image_std=None,
+                    source_statistics: Optional[dict] = None) -> None:
         """Attach a frozen teacher encoder (eval mode, no gradients) or detach it with ``None``.
 
-        ``image_mean`` / ``image_std``: the input normalisation the teacher was trained with (medical_mae:
-        0.5056 / 0.252); the student's inputs are re-normalised to it when it differs from ``config.image_mean``.
+        ``image_mean`` / ``image_std``: the input normalisation the teacher was trained with; the student's inputs are
+        re-normalised to it when it differs from ``config.image_mean``. ``source_statistics``: ``{source:
+        {"image_mean", "image_std"}}`` when the teacher saw each source with its own statistics (medical_mae: NIH
+        0.5056 / 0.252, CheXpert ImageNet); then ``forward`` needs ``teacher_source``.
         """
         if teacher is None:
             self._teacher = []
@@ -355,6 +358,11 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
             self.config.teacher_image_mean = list(image_mean)
         if image_std is not None:
             self.config.teacher_image_std = list(image_std)
+        if source_statistics is not None:
+            self.config.teacher_source_statistics = {
+                str(k): {"image_mean": list(v["image_mean"]), "image_std": list(v["image_std"])}
+                for k, v in source_statistics.items()}
+            self.config.validate_etmae()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -368,16 +376,45 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
             self._teacher[0]._apply(fn, *args, **kwargs)  # .to(device) moves the teacher too
         return self
 
-    def teacher_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def teacher_statistics(self, pixel_values: torch.Tensor, teacher_source=None):
+        """(mean_t, std_t) the teacher expects, [1 or B, C, 1, 1]: per image from ``teacher_source`` (source names
+        [B] or indices [B] into ``sorted(config.teacher_source_statistics)``) when the config has per-source
+        statistics, else ``teacher_image_mean`` / ``teacher_image_std`` (None: the student's own)."""
+        per_source = self.config.teacher_source_statistics
+        view = (-1, pixel_values.shape[1], 1, 1)
+        if not per_source:
+            mean_t = self.config.teacher_image_mean or self.config.image_mean
+            std_t = self.config.teacher_image_std or self.config.image_std
+            return (pixel_values.new_tensor(mean_t).expand(pixel_values.shape[1]).reshape(view),
+                    pixel_values.new_tensor(std_t).expand(pixel_values.shape[1]).reshape(view))
+        names = sorted(per_source)
+        if teacher_source is None:
+            raise ValueError(f"the teacher has per-source input statistics for {names}: pass teacher_source (the "
+                             "batch's `source` column) so each image is re-normalised as the teacher saw its source")
+        if isinstance(teacher_source, torch.Tensor):
+            teacher_source = [names[int(i)] for i in teacher_source.reshape(-1).tolist()]
+        unknown = sorted(set(teacher_source) - set(names))
+        if unknown:
+            raise ValueError(f"teacher_source {unknown} has no teacher statistics (known: {names}); add it to "
+                             "config.teacher_source_statistics")
+        if len(teacher_source) != pixel_values.shape[0]:
+            raise ValueError(f"teacher_source has {len(teacher_source)} entries for a batch of {pixel_values.shape[0]}")
+        channels = pixel_values.shape[1]
+        mean_t = pixel_values.new_tensor([per_source[s]["image_mean"] * (channels // len(per_source[s]["image_mean"]))
+                                          for s in teacher_source])
+        std_t = pixel_values.new_tensor([per_source[s]["image_std"] * (channels // len(per_source[s]["image_std"]))
+                                         for s in teacher_source])
+        return mean_t.reshape(view), std_t.reshape(view)
+
+    def teacher_inputs(self, pixel_values: torch.Tensor, teacher_source=None) -> torch.Tensor:
         """Re-normalise student inputs to the teacher's statistics: x_t = (x * std_s + mean_s - mean_t) / std_t."""
-        mean_t, std_t = self.config.teacher_image_mean, self.config.teacher_image_std
-        if mean_t is None and std_t is None:
+        if not self.config.teacher_source_statistics and self.config.teacher_image_mean is None \
+                and self.config.teacher_image_std is None:
             return pixel_values
         view = (1, -1, 1, 1)
         mean_s = pixel_values.new_tensor(self.config.image_mean).view(view)
         std_s = pixel_values.new_tensor(self.config.image_std).view(view)
-        mean_t = pixel_values.new_tensor(mean_t if mean_t is not None else self.config.image_mean).view(view)
-        std_t = pixel_values.new_tensor(std_t if std_t is not None else self.config.image_std).view(view)
+        mean_t, std_t = self.teacher_statistics(pixel_values, teacher_source)
         return ((pixel_values * std_s + mean_s) - mean_t) / std_t
 
     # ---- MAE steps -------------------------------------------------------------------------------
@@ -414,12 +451,14 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
         return F.smooth_l1_loss(projected, target)
 
     @torch.no_grad()
-    def forward_teacher(self, pixel_values: torch.Tensor, noise: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+    def forward_teacher(self, pixel_values: torch.Tensor, noise: torch.Tensor, mask_ratio: float,
+                        teacher_source=None) -> torch.Tensor:
         """Teacher features at ``teacher_align_layer`` on the student's visible patches (same noise, same mask);
         blocks after the align layer are never computed. Returns [B, 1 + kept, D_t]."""
         teacher = self.teacher
         x, *_ = teacher.forward_encoder(
-            self.teacher_inputs(pixel_values), mask_ratio, noise, num_blocks=self.config.teacher_align_layer + 1
+            self.teacher_inputs(pixel_values, teacher_source), mask_ratio, noise,
+            num_blocks=self.config.teacher_align_layer + 1
         )
         return x
 
@@ -432,8 +471,10 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
         output_attentions: Optional[bool] = None,
         interpolate_pos_encoding: bool = False,
         return_dict: Optional[bool] = None,
+        teacher_source=None,
     ):
         """pixel_values: [B, C, H, W] normalised images. noise: [B, L] (drawn when None and shared with the teacher).
+        teacher_source: [B] source names or indices of the images (needed when the teacher has per-source statistics).
 
         Returns ``ETMAEForPreTrainingOutput`` with ``loss = L_MAE + distill_weight * L_dist`` (ETMAE eq. (3)).
         """
@@ -457,7 +498,7 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
         distillation_loss = None
         loss = reconstruction_loss
         if distill:
-            teacher_features = self.forward_teacher(pixel_values, noise, mask_ratio)
+            teacher_features = self.forward_teacher(pixel_values, noise, mask_ratio, teacher_source)
             distillation_loss = self.distillation_loss(hidden_states[self.config.student_align_layer + 1], teacher_features)
             loss = loss + self.config.distill_weight * distillation_loss
         out = ETMAEForPreTrainingOutput(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -58,8 +59,13 @@ class ModelArguments:
                 "MAE / medical_mae .pth file"})
     teacher_num_heads: Optional[int] = field(default=None, metadata={"help": "heads of a .pth teacher"})
     teacher_normalization: Optional[str] = field(default=None, metadata={
-        "help": "statistics the teacher was trained with: imagenet | cxr | half (default: the teacher's config)"})
+        "help": "statistics the teacher saw in its own pre-training: medical_mae (per image by source: NIH 0.5056 / "
+                "0.252, CheXpert ImageNet) | imagenet | cxr | half. Default: the teacher folder's config; required "
+                "for a .pth teacher (it records none)"})
     mask_ratio: Optional[float] = field(default=None, metadata={"help": "pre-training mask ratio (default: config)"})
+    sd_warmup: bool = field(default=False, metadata={
+        "help": "SDDA-MAE pre-training: ramp the self-distillation weight linearly from 0 to sd_weight over the "
+                "learning-rate warm-up (off: the paper's constant weight)"})
     drop_path_rate: Optional[float] = field(default=None, metadata={"help": "stochastic depth (fine-tuning)"})
     normalization: Optional[str] = field(default=None, metadata={
         "help": "input statistics of the model: imagenet | cxr | half (default: the model config's)"})
@@ -68,8 +74,11 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset: str = field(default="synthetic_ultrasound", metadata={
-        "help": "busi | siim_acr | chestxray14 | chexpert | synthetic_ultrasound | synthetic_cxr"})
-    data_root: Optional[str] = field(default=None, metadata={"help": "dataset folder as published (real sets)"})
+        "help": "busi | siim_acr | chestxray14 | chexpert | chestxray14+chexpert (ETMAE pre-training: both, images "
+                "only, a source column) | synthetic_ultrasound | synthetic_cxr"})
+    data_root: Optional[str] = field(default=None, metadata={
+        "help": "dataset folder as published (real sets); a combined set takes one per source, repeated: "
+                "--data_root chestxray14=DIR1 --data_root chexpert=DIR2"})
     dataset_kwargs: Optional[str] = field(default=None, metadata={
         "help": "JSON dict passed to the loader, e.g. '{\"num_images\": 400}' or '{\"uncertainty\": \"ones\"}'"})
     split_seed: int = field(default=0, metadata={"help": "seed of the train/validation/test split"})
@@ -78,6 +87,10 @@ class DataArguments:
     crop_scale_min: Optional[float] = field(default=None, metadata={
         "help": "random resized crop lower scale for training (0 or None: no crop)"})
     hflip: bool = field(default=True, metadata={"help": "random horizontal flip for training"})
+    augmentation: str = field(default="crop_flip", metadata={
+        "help": "training augmentation recipe: crop_flip (random resized crop + flip; SDDA-MAE) | medical_mae "
+                "(bicubic crop, flip, timm RandAugment rand-m6-mstd0.5-inc1; evaluation Resize(size/0.875) + "
+                "CenterCrop; ETMAE's NIH/CheXpert default) | simple (resize + flip; the ETMAE authors' code)"})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "truncate the training split"})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "truncate validation/test splits"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers"})
@@ -152,6 +165,8 @@ class EvaluateArguments:
     cpu: bool = field(default=False)
     max_eval_samples: Optional[int] = field(default=None)
     num_workers: int = field(default=0)
+    augmentation: Optional[str] = field(default=None, metadata={
+        "help": "evaluation geometry of this recipe (crop_flip | medical_mae | simple; default: the run's own)"})
 
 
 TRAIN_DATACLASSES = (ModelArguments, DataArguments, OptimizationArguments, RunArguments)
@@ -167,7 +182,8 @@ _SDDA_FT = dict(family="sdda_mae", task="segmentation_classification", model_pre
 _ETMAE_DISTILL = dict(family="etmae", task="distillation", model_preset="vit_tiny_patch16_dec512d2b", optimizer="adamw",
                       blr=1.5e-4, weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.95, scheduler="cosine",
                       warmup_epochs=20, num_epochs=100, batch_size=32, gradient_accumulation_steps=4,
-                      mask_ratio=0.75, normalization="cxr", teacher_normalization="cxr")
+                      mask_ratio=0.75, normalization="cxr", teacher_normalization="medical_mae",
+                      dataset="chestxray14+chexpert")
 _ETMAE_TEACHER = dict(family="etmae", model_preset="vit_small_patch16_dec512d2b",
                       optimizer="adamw", blr=1.5e-4, weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.95,
                       scheduler="cosine", warmup_epochs=40, num_epochs=800, batch_size=256, mask_ratio=0.9,
@@ -175,14 +191,16 @@ _ETMAE_TEACHER = dict(family="etmae", model_preset="vit_small_patch16_dec512d2b"
 _ETMAE_FT = dict(family="etmae", task="multilabel_classification", model_preset="vit_tiny_patch16_dec512d2b",
                  optimizer="adamw", blr=2.5e-4, layer_decay=0.55, weight_decay=0.05, adam_beta1=0.9,
                  adam_beta2=0.999, scheduler="cosine", warmup_epochs=5, min_lr=1e-5, drop_path_rate=0.2,
-                 num_epochs=100, batch_size=32, crop_scale_min=0.08, normalization="cxr", metric_for_best="mauc")
+                 num_epochs=100, batch_size=32, crop_scale_min=0.08, normalization="cxr", metric_for_best="mauc",
+                 augmentation="medical_mae")
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "pretrain": {
         "busi": dict(_SDDA_PRE, dataset="busi", num_epochs=200, batch_size=12),
         "siim_acr": dict(_SDDA_PRE, dataset="siim_acr", num_epochs=400, batch_size=24),
-        "chestxray14": dict(_ETMAE_DISTILL, dataset="chestxray14"),
-        "chexpert": dict(_ETMAE_DISTILL, dataset="chexpert"),
+        # ETMAE distils on NIH and CheXpert together (paper section 4.1): both presets use the combined set
+        "chestxray14": _ETMAE_DISTILL,
+        "chexpert": _ETMAE_DISTILL,
         "chestxray14_teacher": dict(_ETMAE_TEACHER, dataset="chestxray14"),
         "chexpert_teacher": dict(_ETMAE_TEACHER, dataset="chexpert"),
         # Laptop-sized runs on the synthetic sets (what `medmae demo` runs, in its full-size setting).
@@ -214,6 +232,31 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                            dataset_kwargs='{"num_images": 600, "image_size": 32}'),
     },
 }
+
+
+# The effective batch (per-device batch x accumulation x devices) each recipe was published with: ETMAE's authors
+# ran 4 GPUs (distillation 32 x 4 accumulation x 4 = 512, absolute lr 3e-4; fine-tuning 32 x 4 = 128, lr 1.25e-4).
+PAPER_EFFECTIVE_BATCH = {
+    ("pretrain", "chestxray14"): 512, ("pretrain", "chexpert"): 512,
+    ("finetune", "chestxray14"): 128, ("finetune", "chexpert"): 128,
+    ("pretrain", "busi"): 12, ("pretrain", "siim_acr"): 24, ("finetune", "busi"): 12, ("finetune", "siim_acr"): 24,
+}
+
+
+def effective_batch_report(script: str, preset: Optional[str], batch_size: int, accumulation: int, processes: int,
+                           lr: float) -> tuple[str, Optional[str]]:
+    """(start-up line with the effective batch and absolute lr, warning or None). The warning fires when a paper
+    preset runs at under half its published effective batch, and says how many accumulation steps restore it."""
+    effective = batch_size * accumulation * processes
+    line = (f"effective batch {effective} ({batch_size} per device x {accumulation} accumulation x {processes} "
+            f"process(es)), absolute lr {lr:.3g}")
+    paper = PAPER_EFFECTIVE_BATCH.get((script, str(preset or "").strip().lower().replace("-", "_")))
+    if paper is None or effective * 2 > paper:
+        return line, None
+    needed = math.ceil(paper / (batch_size * processes))
+    return line, (f"--preset {preset} was published with an effective batch of {paper}; this run's is {effective} "
+                  f"({paper / effective:.0f}x smaller, and the base-lr scaling lowers the lr with it). To match, use "
+                  f"--gradient_accumulation_steps {needed} (or more devices).")
 
 
 def list_presets(script: str) -> list[str]:
@@ -264,7 +307,32 @@ def _normalise_flags(argv: Sequence[str]) -> list[str]:
             name, sep, value = token[2:].partition("=")
             token = "--" + name.replace("-", "_") + sep + value
         out.append(token)
-    return out
+    return _merge_data_roots(out)
+
+
+def _merge_data_roots(argv: list[str]) -> list[str]:
+    """``--data_root chestxray14=DIR1 --data_root chexpert=DIR2`` (a combined dataset, one folder per source) ->
+    one ``--data_root`` holding the JSON object ``{"chestxray14": DIR1, "chexpert": DIR2}``; one value stays as is."""
+    values, rest, i = [], [], 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--data_root" and i + 1 < len(argv):
+            values.append(argv[i + 1])
+            i += 2
+            continue
+        if token.startswith("--data_root="):
+            values.append(token.split("=", 1)[1])
+        else:
+            rest.append(token)
+        i += 1
+    if len(values) <= 1:
+        return argv
+    bad = [v for v in values if "=" not in v]
+    if bad:
+        raise ValueError(f"--data_root given {len(values)} times: each must be SOURCE=DIR (a combined dataset such as "
+                         f"chestxray14+chexpert), got {bad}")
+    pairs = dict(v.split("=", 1) for v in values)
+    return [*rest, "--data_root", json.dumps(pairs)]
 
 
 def _check_fields(values: dict, dataclass_types, source: str) -> None:

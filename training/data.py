@@ -73,9 +73,11 @@ __all__ = [
 ]
 
 UNCERTAINTY_POLICIES = ("ones", "zeros", "ignore", "mixed")
-DATASET_NAMES = ("busi", "siim_acr", "chestxray14", "chexpert", "synthetic_ultrasound",
-                 "synthetic_cxr")
+DATASET_NAMES = ("busi", "siim_acr", "chestxray14", "chexpert", "chestxray14+chexpert",
+                 "synthetic_ultrasound", "synthetic_cxr")
 MANIFEST_FORMAT = "medmae-split-manifest/1"
+# Pre-training sets made of several datasets (name -> sources), loaded by training/combined.py.
+COMBINED_DATASETS = {"chestxray14+chexpert": ("chestxray14", "chexpert")}
 
 
 class DatasetFormatError(ValueError):
@@ -1055,13 +1057,19 @@ def load_dataset_by_name(name: str, root=None, **kw) -> DatasetDict:
     """Load a dataset by its short name (used by the training scripts).
 
     ``busi``, ``siim_acr``, ``chestxray14``, ``chexpert`` need ``root`` (the folder as
-    published); ``synthetic_ultrasound`` and ``synthetic_cxr`` are generated
+    published); ``chestxray14+chexpert`` (ETMAE's pre-training set, images only, a ``source``
+    column) needs ``root={"chestxray14": DIR1, "chexpert": DIR2}`` (:mod:`medmae.training.combined`);
+    ``synthetic_ultrasound`` and ``synthetic_cxr`` are generated
     (:mod:`medmae.training.synthetic`; ``root`` must be None). ``kw`` goes to the loader.
     Raises ValueError for an unknown name and FileNotFoundError for a missing folder.
     """
     key = str(name).strip().lower().replace("-", "_")
     real = {"busi": load_busi, "siim_acr": load_siim_acr, "chestxray14": load_chestxray14,
             "chexpert": load_chexpert}
+    if key in COMBINED_DATASETS:
+        from .combined import load_combined
+
+        return load_combined(key, root, {source: real[source] for source in COMBINED_DATASETS[key]}, **kw)
     if key in real:
         if root is None:
             raise ValueError(f"dataset {name!r} needs root= (the dataset folder as published)")

@@ -188,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     configure_threads(args.num_threads, num_parameters)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu,
                                                                                     num_parameters))
-    data_args = _EvalData(args, model.config.image_size)
+    data_args = _EvalData(args, model.config.image_size, recorded_augmentation(args.model))
     splits = load_splits(data_args, **_synthetic_size(args, model.config.image_size))
     if args.split not in splits:
         raise ValueError(f"split {args.split!r} not in the dataset (has {sorted(splits)})")
@@ -217,11 +217,21 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 class _EvalData:
     """The DataArguments fields ``load_splits`` / ``attach_transforms`` read, from EvaluateArguments."""
 
-    def __init__(self, args: EvaluateArguments, image_size: int):
+    def __init__(self, args: EvaluateArguments, image_size: int, recorded: Optional[str] = None):
         self.dataset, self.data_root, self.dataset_kwargs = args.dataset, args.data_root, args.dataset_kwargs
         self.split_seed, self.manifest = args.split_seed, args.manifest
         self.max_train_samples, self.max_eval_samples = None, args.max_eval_samples
         self.crop_scale_min, self.hflip, self.image_size = None, False, image_size
+        self.augmentation = args.augmentation or recorded or "crop_flip"  # decides the evaluation geometry
+
+
+def recorded_augmentation(model_path) -> Optional[str]:
+    """The ``--augmentation`` recipe a run was fine-tuned with (its evaluation geometry), from run_info.json."""
+    for folder in (Path(model_path), Path(model_path).parent):
+        info = folder / "run_info.json"
+        if info.is_file():
+            return json.loads(info.read_text()).get("hyperparameters", {}).get("augmentation")
+    return None
 
 
 def _synthetic_size(args, image_size: int) -> dict:

@@ -32,17 +32,20 @@ import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import subprocess
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .args import args_to_dict, json_dict
+from .args import args_to_dict, effective_batch_report, json_dict
 from .optim import build_optimizer, build_scheduler, scaled_lr
 
 TINY_MODEL_PARAMETERS = 5_000_000
@@ -156,7 +159,7 @@ def split_record(splits, data_args, out_dir: Optional[Path]) -> dict:
     return record
 
 
-def attach_transforms(splits, kind: str, processor, data_args) -> dict:
+def attach_transforms(splits, kind: str, processor, data_args, passthrough: Sequence[str] = ()) -> dict:
     """Each split with its ``training.transforms`` transform (augmentation on ``train`` only).
 
     kind: ``image`` (pre-training: ``pixel_values``), ``multilabel`` (+ ``labels`` [K] float, ``label_mask``) or
@@ -167,8 +170,9 @@ def attach_transforms(splits, kind: str, processor, data_args) -> dict:
 
     low = data_args.crop_scale_min
     crop = dict(crop_scale=(low, 1.0)) if low and low < 1 else dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    crop["recipe"] = data_args.augmentation
     make = {"image": lambda train: ClassificationTransform(processor, train, hflip=data_args.hflip, label_column=None,
-                                                           **crop),
+                                                           passthrough=tuple(passthrough), **crop),
             "multilabel": lambda train: MultiLabelTransform(processor, train, hflip=data_args.hflip, **crop),
             "segcls": lambda train: SegmentationTransform(processor, train, hflip=data_args.hflip, **crop)}
     if kind not in make:
@@ -195,9 +199,17 @@ class EpochSeededDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % (2**63))
-            return self.dataset[index]
+        seed = ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % (2**63)
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                random.seed(seed)  # timm's RandAugment draws from Python's and numpy's global generators
+                np.random.seed(seed % 2**32)
+                return self.dataset[index]
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def make_dataloader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
@@ -307,12 +319,16 @@ class TrainingTask:
     """What a script trains. Subclasses set ``family``/``task`` and implement :meth:`build`,
     :meth:`compute_loss` and :meth:`evaluate`; the rest has defaults."""
 
+    script: str = ""  # pretrain | finetune (set by run_script)
     family: str = ""
     task: str = ""
     metric_for_best: Optional[str] = None  # a key of evaluate()'s dict; None keeps the last weights
     greater_is_better: bool = True
     find_unused_parameters: bool = False  # DDP: modules that get no gradient
-    diagnostics_due: bool = False  # set by the loop for the batches of a logging step (costly diagnostics)
+    # set by the loop before each batch: optimizer steps done, warm-up length, and whether this is a logging step
+    global_step: int = 0
+    warmup_steps: int = 0
+    diagnostics_due: bool = False
 
     def __init__(self, model_args, data_args, opt_args, run_args):
         self.model_args, self.data_args, self.opt_args, self.run_args = model_args, data_args, opt_args, run_args
@@ -483,6 +499,11 @@ def train(task: TrainingTask) -> dict:
     if accelerator.trackers is not None and ra.report_to == "tensorboard":
         accelerator.init_trackers(task.task, config=_tb_config({**hyperparameters, "lr_effective": lr}))
 
+    batch_line, batch_warning = effective_batch_report(task.script, ra.preset, oa.batch_size,
+                                                       oa.gradient_accumulation_steps, accelerator.num_processes, lr)
+    accelerator.print(batch_line)
+    if batch_warning and main:
+        warnings.warn(batch_warning, stacklevel=2)
     accelerator.print(
         f"[{task.family}/{task.task}] {num_parameters:,} parameters | {accelerator.num_processes} process(es) on "
         f"{accelerator.device} | precision {precision} | threads {threads} | lr {lr:.3g} | {len(train_set)} train "
@@ -534,6 +555,7 @@ def train(task: TrainingTask) -> dict:
             skip = state.batches_in_epoch
             loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
             for batch in loader:
+                task.global_step, task.warmup_steps = state.global_step, warmup
                 task.diagnostics_due = (state.global_step + 1) % max(ra.logging_steps, 1) == 0 \
                     or state.global_step + 1 == total_steps
                 with accelerator.accumulate(model):
@@ -664,7 +686,9 @@ def run_script(script: str, task_cls, argv=None) -> dict:
     if "--list_presets" in argv or "--list-presets" in argv:
         print("\n".join(list_presets(script)))
         return {}
-    return train(task_cls(*parse_args(script, argv)))
+    task = task_cls(*parse_args(script, argv))
+    task.script = script
+    return train(task)
 
 
 def _version() -> str:

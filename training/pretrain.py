@@ -41,7 +41,7 @@ def teacher_align_layer(depth: int) -> int:
 class PretrainTask(TrainingTask):
     def build(self) -> None:
         from ..modeling import ETMAEForPreTraining, SDDAMAEForPreTraining
-        from ..modeling.image_processing_medmae import NORMALIZATION_PRESETS, processor_for_config
+        from ..modeling.image_processing_medmae import processor_for_config
 
         m, d = self.model_args, self.data_args
         self.family = m.family
@@ -52,6 +52,7 @@ class PretrainTask(TrainingTask):
             if self.task == "distillation":
                 from ..modeling.convert import load_teacher
 
+                check_teacher_statistics_choice(m.teacher, m.teacher_normalization)
                 teacher = load_teacher(_teacher_source(m.teacher), num_heads=m.teacher_num_heads)
                 overrides = m.config_overrides or ""
                 fields = {"teacher_hidden_size": teacher.config.hidden_size}
@@ -62,12 +63,11 @@ class PretrainTask(TrainingTask):
             if m.init_from:
                 model = ETMAEForPreTraining.from_pretrained(model_folder(m.init_from), config=config)
             if teacher is not None:
-                if m.teacher_normalization:
-                    mean, std = NORMALIZATION_PRESETS[m.teacher_normalization]
-                else:
-                    mean, std = teacher.config.image_mean, teacher.config.image_std
-                model.set_teacher(teacher, image_mean=mean, image_std=std)
-                self.teacher_info = {"teacher": Path(m.teacher).name, "teacher_sha256": weights_sha256(m.teacher)}
+                statistics, how = teacher_statistics(m.teacher, m.teacher_normalization, teacher)
+                model.set_teacher(teacher, **statistics)
+                print(f"teacher input statistics: {how}", flush=True)
+                self.teacher_info = {"teacher": Path(m.teacher).name, "teacher_sha256": weights_sha256(m.teacher),
+                                     "teacher_statistics": how}
         else:
             config = model_config(m, d)
             model = SDDAMAEForPreTraining(config)
@@ -78,11 +78,18 @@ class PretrainTask(TrainingTask):
         splits = load_splits(d, **synthetic_defaults(d, config.image_size))
         self.split_info = {"split": split_record(splits, d, self.output_dir),
                            "uncertainty_policy": getattr(splits, "medmae_split_info", {}).get("uncertainty")}
-        keep = {name: splits[name].select_columns(["image"]) for name in ("train", "validation") if name in splits}
-        self.datasets = attach_transforms(keep, "image", self.processor, d)
+        keep = {name: splits[name] for name in ("train", "validation") if name in splits}
+        self.teacher_sources = bool(getattr(model.config, "teacher_source_statistics", None))
+        if self.teacher_sources and "source" not in splits["train"].column_names:
+            source = d.dataset.strip().lower().replace("-", "_")  # a single dataset is its own source
+            keep = {name: ds.add_column("source", [source] * len(ds)) for name, ds in keep.items()}
+        columns = ["image", "source"] if self.teacher_sources else ["image"]
+        keep = {name: ds.select_columns(columns) for name, ds in keep.items()}
+        self.datasets = attach_transforms(keep, "image", self.processor, d, passthrough=columns[1:])
 
     def compute_loss(self, model, batch):
-        out = model(pixel_values=batch["pixel_values"])
+        extra = {"teacher_source": batch["source"]} if getattr(self, "teacher_sources", False) else {}
+        out = model(pixel_values=batch["pixel_values"], **extra)
         parts = {"reconstruction_loss": out.reconstruction_loss}
         if self.family == "etmae":
             if getattr(out, "distillation_loss", None) is not None:
@@ -90,9 +97,15 @@ class PretrainTask(TrainingTask):
             return out.loss, parts
         parts["self_distillation_loss"] = out.self_distillation_loss
         parts.update(self_distillation_diagnostics(out.sd_teacher_probs, out.sd_student_log_probs))
+        weight, loss = self.model.config.sd_weight, out.loss
+        if self.model_args.sd_warmup and model.training and self.warmup_steps:
+            weight *= min(self.global_step / self.warmup_steps, 1.0)  # the lr warm-up's linear ramp
+            loss = out.reconstruction_loss + weight * out.self_distillation_loss
+            parts["sd_weight"] = out.self_distillation_loss.new_tensor(weight)
         if self.diagnostics_due and torch.is_grad_enabled():
-            parts["sd_grad_ratio"] = sd_gradient_ratio(model, out)
-        return out.loss, parts
+            parts["sd_grad_ratio"] = sd_gradient_ratio(model, out, weight)
+        return loss, parts
+
     @torch.no_grad()
     def evaluate(self, model, dataloader, accelerator) -> dict[str, float]:
         """Mean validation losses with a fixed masking seed (the training RNG is untouched)."""
@@ -140,8 +153,8 @@ class PretrainTask(TrainingTask):
         return {**super().run_info_extra(), **getattr(self, "teacher_info", {})}
 
 
-def sd_gradient_ratio(model, out) -> torch.Tensor:
-    """``||d(sd_weight * L_SD)/d encoder|| / ||d L_MSE/d encoder||`` on this batch's graph (kept for the backward):
+def sd_gradient_ratio(model, out, weight: float) -> torch.Tensor:
+    """``||d(weight * L_SD)/d encoder|| / ||d L_MSE/d encoder||`` on this batch's graph (kept for the backward):
     how strongly self-distillation pulls on the encoder relative to reconstruction (0-d tensor)."""
     unwrapped = model.module if hasattr(model, "module") else model
     encoder = [p for p in unwrapped.sdda_mae.parameters() if p.requires_grad]
@@ -150,8 +163,43 @@ def sd_gradient_ratio(model, out) -> torch.Tensor:
         grads = torch.autograd.grad(loss, encoder, retain_graph=True, allow_unused=True)
         return torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))
 
-    sd = unwrapped.config.sd_weight * out.self_distillation_loss
-    return (norm(sd) / norm(out.reconstruction_loss).clamp_min(1e-12)).detach()
+    return (norm(weight * out.self_distillation_loss) / norm(out.reconstruction_loss).clamp_min(1e-12)).detach()
+
+
+def teacher_statistics(path: str, choice: Optional[str], teacher) -> tuple[dict, str]:
+    """The input statistics the teacher saw in its own pre-training, as ``set_teacher`` keyword arguments, and a
+    sentence saying how they were chosen (logged and kept in run_info.json). Never a silent default: a ``.pth``
+    teacher carries no statistics, so ``--teacher_normalization`` must say which."""
+    from ..modeling.image_processing_medmae import NORMALIZATION_PRESETS, TEACHER_SOURCE_STATISTICS
+
+    choices = sorted(TEACHER_SOURCE_STATISTICS) + sorted(NORMALIZATION_PRESETS)
+    if choice in TEACHER_SOURCE_STATISTICS:
+        stats = TEACHER_SOURCE_STATISTICS[choice]
+        return {"source_statistics": stats}, f"--teacher_normalization {choice}: per source " + ", ".join(
+            f"{s} mean {v['image_mean'][0]:.4g} std {v['image_std'][0]:.4g}" for s, v in stats.items())
+    if choice in NORMALIZATION_PRESETS:
+        mean, std = NORMALIZATION_PRESETS[choice]
+        return {"image_mean": mean, "image_std": std}, f"--teacher_normalization {choice}: mean {mean} std {std}"
+    check_teacher_statistics_choice(path, choice)
+    config = teacher.config
+    if getattr(config, "teacher_source_statistics", None) or getattr(config, "image_mean", None) is None:
+        raise ValueError(f"teacher {Path(path).name}: its config records no single input statistics; give "
+                         f"--teacher_normalization {' | '.join(choices)}")
+    return ({"image_mean": config.image_mean, "image_std": config.image_std},
+            f"the teacher folder's config: mean {config.image_mean} std {config.image_std}")
+
+
+def check_teacher_statistics_choice(path: str, choice: Optional[str]) -> None:
+    """Before the teacher is loaded: an unknown choice, or a ``.pth`` teacher without one, is an error."""
+    from ..modeling.image_processing_medmae import NORMALIZATION_PRESETS, TEACHER_SOURCE_STATISTICS
+
+    choices = sorted(TEACHER_SOURCE_STATISTICS) + sorted(NORMALIZATION_PRESETS)
+    if choice is not None and choice not in choices:
+        raise ValueError(f"unknown --teacher_normalization {choice!r}; choose one of {', '.join(choices)}")
+    if choice is None and Path(path).is_file():
+        raise ValueError(f"teacher {Path(path).name} is a checkpoint file without input statistics: say what the "
+                         f"teacher was pre-trained with, --teacher_normalization {' | '.join(choices)} (medical_mae: "
+                         "NIH mean 0.5056 / std 0.252 and CheXpert ImageNet statistics, per image by source)")
 
 
 def _teacher_source(path: str):

@@ -8,10 +8,21 @@ neighbour (values stay 0/1). Rescaling and normalisation follow the model's
 ``rescale_factor``, ``do_normalize`` and ``size``); any object with ``image_mean``/``image_std``
 (and optionally ``size``) works, e.g. a transformers image processor.
 
-Augmentation is that of the papers' fine-tuning recipes: random resized crop (scale
-``crop_scale``) and horizontal flip for training; a plain resize for evaluation. There is no
-mixup/cutmix: multi-label targets (and masks) pass through unchanged, so they stay correct.
-Randomness comes from torch's global generator (``torch.manual_seed`` makes it reproducible).
+Augmentation recipes (``recipe=``, ``--augmentation``):
+
+* ``crop_flip`` (default; SDDA-MAE "flip and crop"): random resized crop (scale ``crop_scale``) and
+  horizontal flip for training; a plain resize for evaluation.
+* ``medical_mae`` (ETMAE's fine-tuning, after Xiao et al. 2023 / lambert-x/medical_mae, built with
+  timm's ``create_transform``): bicubic random resized crop (``crop_scale``, medical_mae 0.08-1),
+  flip, timm RandAugment ``rand-m6-mstd0.5-inc1``; evaluation Resize(size / 0.875) + CenterCrop(size)
+  (256 -> 224). RandAugment runs on RGB (its fill colour is a triple), so grayscale images are
+  augmented as equal-channel RGB and converted back: they stay grayscale. Random erasing (medical_mae's
+  ``--reprob``) is not applied.
+* ``simple`` (the ETMAE authors' code): resize and horizontal flip; resize for evaluation.
+
+There is no mixup/cutmix: multi-label targets (and masks) pass through unchanged, so they stay correct.
+Randomness comes from torch's global generator and, for RandAugment, Python's ``random`` and numpy's
+global generator (the training loop seeds all three per item, so a resumed run repeats them exactly).
 
 Batches produced (``with_transform`` hands a dict of lists to the transform):
 
@@ -28,11 +39,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from timm.data.auto_augment import rand_augment_transform
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ["SegmentationTransform", "ClassificationTransform", "MultiLabelTransform"]
+__all__ = ["SegmentationTransform", "ClassificationTransform", "MultiLabelTransform", "RECIPES"]
+
+RECIPES = ("crop_flip", "medical_mae", "simple")
+RAND_AUGMENT = "rand-m6-mstd0.5-inc1"  # medical_mae's --aa
+EVAL_CROP_PCT = 0.875  # medical_mae evaluation: Resize(256) + CenterCrop(224)
 
 
 class _BaseTransform:
@@ -49,7 +65,7 @@ class _BaseTransform:
     def __init__(self, processor, train: bool = True, image_size: int | Sequence[int] | None = None,
                  crop_scale: tuple[float, float] = (0.5, 1.0),
                  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True,
-                 image_column: str = "image", **columns):
+                 image_column: str = "image", recipe: str = "crop_flip", **columns):
         unknown = set(columns) - set(self._COLUMNS)
         if unknown:
             raise TypeError(f"{type(self).__name__} got unexpected argument(s) {sorted(unknown)}")
@@ -76,13 +92,27 @@ class _BaseTransform:
         self.do_normalize = getattr(processor, "do_normalize", True)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        if train:
-            steps = [v2.RandomResizedCrop(self.size, scale=crop_scale, ratio=crop_ratio, antialias=True)]
-            if hflip:
-                steps.append(v2.RandomHorizontalFlip())
-            self.geometry = v2.Compose(steps)
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown augmentation recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        self.recipe, self.rand_augment = recipe, None
+        flip = [v2.RandomHorizontalFlip()] if hflip else []
+        if recipe == "medical_mae":
+            bicubic = v2.InterpolationMode.BICUBIC
+            if train:
+                self.geometry = v2.Compose([v2.RandomResizedCrop(self.size, scale=crop_scale, ratio=crop_ratio,
+                                                                 interpolation=bicubic, antialias=True), *flip])
+                self.rand_augment = rand_augment_transform(RAND_AUGMENT, {
+                    "translate_const": int(min(self.size) * 0.45),
+                    "img_mean": tuple(min(255, round(255 * m)) for m in mean)})
+            else:
+                resize = [int(s / EVAL_CROP_PCT) for s in self.size]
+                self.geometry = v2.Compose([v2.Resize(resize, interpolation=bicubic, antialias=True),
+                                            v2.CenterCrop(self.size)])
+        elif recipe == "simple" or not train:
+            self.geometry = v2.Compose([v2.Resize(self.size, antialias=True), *(flip if train else [])])
         else:
-            self.geometry = v2.Resize(self.size, antialias=True)
+            self.geometry = v2.Compose([v2.RandomResizedCrop(self.size, scale=crop_scale, ratio=crop_ratio,
+                                                             antialias=True), *flip])
 
     def _image(self, pil) -> tv_tensors.Image:
         mode = "L" if self.num_channels == 1 else "RGB"
@@ -96,9 +126,16 @@ class _BaseTransform:
             x = (x - self.mean) / self.std
         return x.contiguous()
 
+    def _augmented(self, pil) -> torch.Tensor:
+        """Geometry (and RandAugment, on PIL, for ``medical_mae`` training) of one image -> uint8 [C, H, W]."""
+        if self.rand_augment is None:
+            return self.geometry(self._image(pil))
+        mode = "L" if self.num_channels == 1 else "RGB"
+        image = self.rand_augment(self.geometry(pil.convert("RGB")))
+        return tv_tensors.Image(F.pil_to_tensor(image.convert(mode)))
+
     def _pixel_values(self, batch) -> torch.Tensor:
-        return self._normalize(torch.stack([self.geometry(self._image(im))
-                                            for im in batch[self.image_column]]))
+        return self._normalize(torch.stack([self._augmented(im) for im in batch[self.image_column]]))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size}, train={self.train}, geometry={self.geometry})"
@@ -114,6 +151,8 @@ class SegmentationTransform(_BaseTransform):
     _COLUMNS = {"mask_column": "mask", "label_column": "label"}
 
     def __call__(self, batch: dict) -> dict:
+        if self.recipe == "medical_mae":
+            raise ValueError("the medical_mae recipe (RandAugment) is for classification; masks take crop_flip")
         images, masks = [], []
         for im, m in zip(batch[self.image_column], batch[self.mask_column]):
             image = self._image(im)
@@ -131,14 +170,17 @@ class SegmentationTransform(_BaseTransform):
 
 
 class ClassificationTransform(_BaseTransform):
-    """Single-label classification (or unlabeled pre-training when the label column is absent)."""
+    """Single-label classification (or unlabeled pre-training when the label column is absent); ``passthrough``
+    columns (e.g. ``source`` of a combined pre-training set) are handed on unchanged."""
 
-    _COLUMNS = {"label_column": "label"}
+    _COLUMNS = {"label_column": "label", "passthrough": ()}
 
     def __call__(self, batch: dict) -> dict:
         out = {"pixel_values": self._pixel_values(batch)}
         if self.label_column and self.label_column in batch:
             out["labels"] = torch.as_tensor(batch[self.label_column], dtype=torch.long)
+        for column in self.passthrough:
+            out[column] = list(batch[column])
         return out
 
 

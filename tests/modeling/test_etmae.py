@@ -237,6 +237,28 @@ def test_teacher_input_renormalisation():
     torch.testing.assert_close(student.teacher_inputs(x), (raw - 0.5056) / 0.252)
 
 
+def test_teacher_statistics_per_source():
+    from medmae.modeling.image_processing_medmae import TEACHER_SOURCE_STATISTICS
+
+    student, _ = _student_and_teacher()
+    student.set_teacher(student.teacher, source_statistics=TEACHER_SOURCE_STATISTICS["medical_mae"])
+    x = images()
+    with pytest.raises(ValueError, match="pass teacher_source"):
+        student(x, noise=torch.rand(2, 16))
+    with pytest.raises(ValueError, match=r"teacher_source \['mimic'\] has no teacher statistics"):
+        student.teacher_inputs(x, ["mimic", "chexpert"])
+    raw = x * torch.tensor(student.config.image_std).view(1, 3, 1, 1) + torch.tensor(student.config.image_mean).view(1, 3, 1, 1)
+    imagenet_mean, imagenet_std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    got = student.teacher_inputs(x, ["chestxray14", "chexpert"])
+    torch.testing.assert_close(got[0], (raw[0] - 0.5056) / 0.252)  # NIH image: NIH statistics
+    torch.testing.assert_close(got[1], (raw[1] - imagenet_mean.view(3, 1, 1)) / imagenet_std.view(3, 1, 1))
+    torch.testing.assert_close(student.teacher_inputs(x, torch.tensor([0, 1])), got)  # indices of sorted names
+    out = student(x, noise=torch.rand(2, 16), teacher_source=["chestxray14", "chexpert"])
+    assert out.distillation_loss > 0
+    reloaded = type(student.config).from_dict(student.config.to_dict())
+    assert reloaded.teacher_source_statistics == TEACHER_SOURCE_STATISTICS["medical_mae"]
+
+
 def test_teacher_width_mismatch_is_an_error():
     student = ETMAEForPreTraining(tiny())
     with pytest.raises(ValueError, match="teacher width 32 does not match config.teacher_hidden_size 48"):

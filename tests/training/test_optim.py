@@ -98,3 +98,15 @@ def test_sgd_and_scaled_lr(classifier):
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
     with pytest.raises(ValueError, match="adamw or sgd"):
         build_optimizer(classifier, "lamb", 0.01, 0.0)
+
+
+def test_effective_batch_warning_names_the_accumulation_that_matches_the_paper():
+    from medmae.training.args import effective_batch_report
+
+    line, warning = effective_batch_report("finetune", "chestxray14", 32, 1, 1, 3.1e-5)
+    assert line.startswith("effective batch 32 (32 per device x 1 accumulation x 1 process(es)), absolute lr 3.1e-05")
+    assert "effective batch of 128" in warning and "--gradient_accumulation_steps 4" in warning
+    _, warning = effective_batch_report("pretrain", "chexpert", 32, 4, 1, 7.5e-5)
+    assert "--gradient_accumulation_steps 16" in warning  # 512 / 32
+    assert effective_batch_report("pretrain", "chexpert", 32, 4, 4, 3e-4)[1] is None  # the authors' 4 GPUs
+    assert effective_batch_report("finetune", "demo", 8, 1, 1, 1e-3)[1] is None  # not a paper recipe

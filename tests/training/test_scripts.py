@@ -90,6 +90,38 @@ def test_evaluate_command_writes_json_and_markdown(sdda_runs, tmp_path):
     assert "ACC(%)" in (tmp_path / "metrics_test.md").read_text()
 
 
+def test_distillation_on_nih_and_chexpert_together_with_per_source_teacher_statistics(tmp_path):
+    from .fixtures import build_chexpert, build_nih
+
+    nih, chexpert = tmp_path / "NIH", tmp_path / "CheXpert"
+    nih.mkdir()
+    chexpert.mkdir()
+    build_nih(nih)
+    build_chexpert(chexpert)
+    common = ["--num_epochs", "1", "--batch_size", "2", *FAST, "--figures", "False"]
+    pretrain.main(["--preset", "demo_etmae_teacher", *CXR, "--config_overrides", '{"hidden_size": 48}', *common,
+                   "--output_dir", str(tmp_path / "teacher")])
+    torch.save({"model": {}}, tmp_path / "teacher.pth")
+    roots = ["--data_root", f"chestxray14={nih}", "--data_root", f"chexpert={chexpert}"]
+    student_args = ["--preset", "demo_etmae_teacher", "--dataset", "chestxray14+chexpert", "--dataset_kwargs", "{}",
+                    *roots, "--task", "distillation", "--image_size", "32", *common]
+    with pytest.raises(ValueError, match="without input statistics.*--teacher_normalization medical_mae"):
+        pretrain.main([*student_args, "--teacher", str(tmp_path / "teacher.pth"), "--output_dir", str(tmp_path / "x")])
+    info = pretrain.main([*student_args, "--teacher", str(tmp_path / "teacher"), "--teacher_normalization",
+                          "medical_mae", "--output_dir", str(tmp_path / "student")])
+    assert info["dataset"] == "chestxray14+chexpert" and info["teacher_statistics"].startswith(
+        "--teacher_normalization medical_mae: per source chestxray14 mean 0.5056")
+    assert "distillation_loss" in info["metrics"] and info["split"]["kind"] == "official"
+    manifest = json.loads((tmp_path / "student" / "split_manifest.json").read_text())
+    assert {i.split(":")[0] for i in manifest["splits"]["train"]} == {"chestxray14", "chexpert"}
+    config = json.loads((tmp_path / "student" / "final" / "config.json").read_text())
+    assert set(config["teacher_source_statistics"]) == {"chestxray14", "chexpert"}
+    nih_only = [a for a in student_args if a not in roots] + ["--dataset", "chestxray14", "--data_root", str(nih)]
+    folder_default = pretrain.main([*nih_only, "--teacher", str(tmp_path / "teacher"), "--output_dir",
+                                    str(tmp_path / "nih")])
+    assert folder_default["teacher_statistics"].startswith("the teacher folder's config")
+
+
 def test_etmae_teacher_distillation_and_multilabel_finetune(tmp_path):
     common = [*CXR, "--num_epochs", "1", "--batch_size", "8", *FAST, "--figures", "False"]
     teacher = pretrain.main(["--preset", "demo_etmae_teacher", "--config_overrides", '{"hidden_size": 48}', *common,
@@ -181,3 +213,14 @@ def test_self_distillation_stays_alive_in_a_short_pretraining_run(tmp_path):
         "trainer_state.json").read_text())
     assert literal["num_parameters"] > 0
     assert all(h["sd_teacher_information"] < 1e-3 for h in state["history"] if h["split"] == "train")
+
+
+def test_sd_weight_warmup_ramps_over_the_lr_warmup(tmp_path):
+    data = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 48, "image_size": 32}']
+    pretrain.main(["--preset", "demo", *data, "--image_size", "32", "--max_steps", "6", "--warmup_ratio", "0.5",
+                   "--batch_size", "8", "--sd_warmup", "True", "--config_overrides", '{"sd_weight": 0.5}',
+                   "--report_to", "none", "--progress_bar", "False", "--logging_steps", "1", "--figures", "False",
+                   "--output_dir", str(tmp_path / "pre")])
+    state = json.loads((tmp_path / "pre" / "checkpoints" / "step_6" / "trainer_state.json").read_text())
+    weights = [h["sd_weight"] for h in state["history"] if h["split"] == "train"]
+    assert weights == pytest.approx([0.0, 0.5 / 3, 1.0 / 3, 0.5, 0.5, 0.5])

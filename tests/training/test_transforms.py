@@ -101,3 +101,58 @@ def test_label_mask_passthrough():
     img = Image.fromarray(np.zeros((10, 10), np.uint8))
     out = t({"image": [img], "labels": [[1.0, 0.0]], "label_mask": [[1.0, 0.0]]})
     assert out["label_mask"].tolist() == [[1.0, 0.0]]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_medical_mae_recipe_keeps_grayscale_radiographs_valid(channels):
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random((40, 48)) * 255).astype(np.uint8), "L") for _ in range(6)]
+    train = transforms.MultiLabelTransform(_processor(channels, 32), train=True, recipe="medical_mae",
+                                           crop_scale=(0.08, 1.0))
+    assert "rand-m6-mstd0.5-inc1" == transforms.RAND_AUGMENT and train.rand_augment is not None
+    torch.manual_seed(0)
+    out = train({"image": images, "labels": [[0.0, 1.0]] * 6})
+    assert out["pixel_values"].shape == (6, channels, 32, 32) and torch.isfinite(out["pixel_values"]).all()
+    if channels == 3:  # grayscale stays grayscale through RandAugment (equal channels)
+        assert torch.equal(out["pixel_values"][:, 0], out["pixel_values"][:, 1])
+    assert out["pixel_values"].min() >= (0 - 0.5) / 0.25 and out["pixel_values"].max() <= (1 - 0.5) / 0.25
+    # evaluation: Resize(size / 0.875) + CenterCrop(size), the 256 -> 224 of medical_mae
+    evaluation = transforms.MultiLabelTransform(_processor(channels, 224), train=False, recipe="medical_mae")
+    assert [type(t).__name__ for t in evaluation.geometry.transforms] == ["Resize", "CenterCrop"]
+    assert evaluation.geometry.transforms[0].size == [256, 256]
+    square = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (256, 1)), "L")
+    centred = evaluation({"image": [square], "labels": [[1.0]]})["pixel_values"]
+    assert centred.shape[-2:] == (224, 224)
+    simple = transforms.MultiLabelTransform(_processor(channels, 32), train=True, recipe="simple")
+    assert [type(t).__name__ for t in simple.geometry.transforms] == ["Resize", "RandomHorizontalFlip"]
+    with pytest.raises(ValueError, match="unknown augmentation recipe 'autoaugment'"):
+        transforms.MultiLabelTransform(_processor(channels, 32), recipe="autoaugment")
+
+
+def test_rand_augment_is_reproducible_per_item_seed():
+    from medmae.training.loop import EpochSeededDataset
+
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8), "L") for _ in range(4)]
+
+    class Items:
+        def __init__(self):
+            self.transform = transforms.MultiLabelTransform(_processor(3, 32), train=True, recipe="medical_mae",
+                                                            crop_scale=(0.08, 1.0))
+
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            return {k: v[0] for k, v in self.transform({"image": [images[i]], "labels": [[1.0]]}).items()}
+
+    items = EpochSeededDataset(Items(), seed=5)
+    first = [items[i]["pixel_values"] for i in range(4)]
+    import random
+
+    random.random()
+    np.random.rand()
+    torch.rand(1)  # the global generators move on; the items must not change
+    assert all(torch.equal(a, items[i]["pixel_values"]) for i, a in enumerate(first))
+    items.set_epoch(1)
+    assert not all(torch.equal(a, items[i]["pixel_values"]) for i, a in enumerate(first))

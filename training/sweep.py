@@ -1,0 +1,130 @@
+# Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
+"""What every ``medmae reproduce`` sweep shares: runs that continue where they stopped, one sweep per folder,
+tables written whole or not at all, and mean ± sd with paired-difference verdicts over seeds.
+
+Verdicts use the per-seed differences of two rows trained with the same seed on the same data, in a two-sided
+paired t-test at the 5% level: "supported" when the mean difference exceeds ``t_{0.975, n-1}`` standard errors
+(12.7 for 2 seeds, 4.3 for 3, 2.8 for 5), "contradicted" when it is below minus that, else "not supported at this
+budget" (the difference is within the seed-to-seed noise). Fewer than 2 paired seeds cannot be tested.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+
+@dataclass
+class Run:
+    """One run of a sweep: a ``pretrain`` / ``finetune`` command line, or an in-process step (``script="call"``
+    with ``call`` returning the run_info-like dict, cached as ``run_info.json`` in the run's folder)."""
+
+    name: str
+    script: str
+    argv: list
+    seed: int
+    row: Optional[str] = None  # the table row it fills
+    extra: dict = field(default_factory=dict)
+    call: Optional[Callable[[], dict]] = None
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.argv[self.argv.index("--output_dir") + 1])
+
+
+def run_one(run: Run) -> dict:
+    """A finished run is read back; an interrupted one resumes from its newest complete checkpoint."""
+    from . import finetune, pretrain
+    from .loop import checkpoint_dirs
+
+    info_path = run.folder / "run_info.json"
+    if info_path.is_file():
+        return json.loads(info_path.read_text())
+    if run.script == "call":
+        info = run.call()
+        write_atomic(info_path, json.dumps(info, indent=2))
+        return info
+    argv = list(run.argv) + (["--resume", "latest"] if checkpoint_dirs(run.folder) else [])
+    return {"pretrain": pretrain.main, "finetune": finetune.main}[run.script](argv)
+
+
+def check_plan(out: Path, plan: dict, keys: Sequence[str]) -> None:
+    """A folder holds one sweep: refuse to mix runs made with other ``keys`` settings into it."""
+    path = out / "plan.json"
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        changed = {k: (recorded.get(k), plan.get(k)) for k in keys if recorded.get(k) != plan.get(k)}
+        if changed:
+            raise ValueError(f"{out} holds a sweep with other settings {changed} (recorded, asked); use another "
+                             "--output_dir")
+    write_atomic(path, json.dumps(plan, indent=2))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_all(runs: list[Run]) -> dict:
+    """Every run in order (finished ones read back), with one progress line each."""
+    import time
+
+    infos = {}
+    for index, run in enumerate(runs, 1):
+        t0 = time.perf_counter()
+        infos[run.name] = run_one(run)
+        print(f"[{index}/{len(runs)}] {run.name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return infos
+
+
+def mean_sd(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optional[float], int]:
+    """(mean, sample sd (0 for one value), n) of the values that are not None."""
+    kept = [float(v) for v in values if v is not None]
+    if not kept:
+        return None, None, 0
+    return statistics.fmean(kept), (statistics.stdev(kept) if len(kept) > 1 else 0.0), len(kept)
+
+
+def verdict(claim: str, better: list, worse: list, metric: str, lower_is_better: bool = False) -> dict:
+    """Paired per-seed differences ``better - worse`` (sign flipped for lower-is-better metrics)."""
+    sign = -1.0 if lower_is_better else 1.0
+    diffs = [sign * (b - w) for b, w in zip(better, worse) if b is not None and w is not None]
+    mean, sd, n = mean_sd(diffs)
+    if n < 2:
+        status, threshold = "not testable (fewer than 2 paired seeds)", None
+    else:
+        from scipy.stats import t
+
+        threshold = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        status = ("supported" if mean > threshold else "contradicted" if mean < -threshold
+                  else "not supported at this budget (within seed noise)")
+    return {"claim": claim, "metric": metric, "status": status, "mean_difference": mean, "sd_difference": sd,
+            "n_seeds": n, "per_seed_differences": diffs, "significance_threshold": threshold}
+
+
+def cell(values: list, percent: bool) -> str:
+    """``mean ± sd`` of a table cell (x100 for percentages); ``-`` when there is no value."""
+    mean, sd, _ = mean_sd(values)
+    if mean is None:
+        return "-"
+    scale = 100.0 if percent else 1.0
+    return f"{scale * mean:.2f} ± {scale * sd:.2f}"
+
+
+def verdict_lines(verdicts: list[dict], percent_metrics: Sequence[str]) -> list[str]:
+    """The verdict table of ablation.md."""
+    lines = ["## Verdicts (paired differences over seeds; two-sided paired t-test at 5%)", "",
+             "| Claim | Metric | Difference (mean ± sd) | Verdict |", "|---|---|---|---|"]
+    for v in verdicts:
+        scale = 100.0 if v["metric"] in percent_metrics else 1.0
+        diff = "-" if v["mean_difference"] is None else \
+            f"{scale * v['mean_difference']:+.2f} ± {scale * v['sd_difference']:.2f}"
+        lines.append(f"| {v['claim']} | {v['metric']} | {diff} | {v['status']} |")
+    return lines
