@@ -23,7 +23,8 @@ _VIT = dict(image_size=224, patch_size=16, layer_norm_eps=1e-6, decoder_num_atte
 ETMAE_PRESETS: dict[str, dict] = {
     # ETMAE student: ViT-Tiny/16 (DeiT-Ti: 3 heads) with a 512-d, 2-block decoder (Table 1: 12.4M + projection).
     "vit_tiny_patch16_dec512d2b": dict(_VIT, hidden_size=192, num_hidden_layers=12, num_attention_heads=3,
-                                       intermediate_size=768, decoder_num_hidden_layers=2, teacher_hidden_size=384),
+                                       intermediate_size=768, decoder_num_hidden_layers=2, teacher_hidden_size=384,
+                                       teacher_align_layer=8),  # 3/4 of the 12-block ViT-S/B teachers
     # medical_mae ViT-S/16 teacher as released (CXR-0.3M), decoder 512-d x 2.
     "vit_small_patch16_dec512d2b": dict(_VIT, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
                                         intermediate_size=1536, decoder_num_hidden_layers=2, mask_ratio=0.9,
@@ -50,6 +51,11 @@ ETMAE_PRESET_ALIASES = {
 }
 
 
+def align_layer_at_three_quarters(depth: int) -> int:
+    """ETMAE / DMAE: align at 3/4 depth -> 0-based block ``3 * depth // 4 - 1`` (8 of 12; 2 of 4; 0 of 1)."""
+    return max(3 * int(depth) // 4 - 1, 0)
+
+
 class ETMAEConfig(PretrainedConfig):
     r"""Configuration of the ETMAE models (``ETMAEModel``, ``ETMAEForPreTraining``, ``ETMAEForImageClassification``).
 
@@ -70,7 +76,9 @@ class ETMAEConfig(PretrainedConfig):
         mask_ratio: fraction of patches removed in pre-training (ETMAE 0.75; medical_mae teachers 0.9).
         norm_pix_loss: normalise each target patch by its mean and std (MAE option; default off as in ETMAE).
         teacher_hidden_size: width of the teacher's features (ViT-S 384, ViT-B 768); sizes the projection head.
-        student_align_layer, teacher_align_layer: 0-based block whose (pre-norm) output is aligned (ETMAE/DMAE: 8 of 12, "3/4 depth").
+        student_align_layer, teacher_align_layer: 0-based block whose (pre-norm) output is aligned; None (default) is
+            3/4 depth as in ETMAE / DMAE (``3 * depth // 4 - 1``: 8 of 12), for the teacher derived from its depth
+            when it is attached. Explicit values are validated.
         distill_projection: ``linear`` (DMAE ``fc-1layer``, default) or ``mlp`` (DMAE ``mlp-1layer``).
         distill_loss: ``l1`` (ETMAE), ``l2`` or ``smooth_l1``.
         distill_normalize: L2-normalise student and teacher features over channels before the loss (DMAE: on).
@@ -109,8 +117,8 @@ class ETMAEConfig(PretrainedConfig):
         mask_ratio: float = 0.75,
         norm_pix_loss: bool = False,
         teacher_hidden_size: Optional[int] = 384,
-        student_align_layer: int = 8,
-        teacher_align_layer: int = 8,
+        student_align_layer: Optional[int] = None,
+        teacher_align_layer: Optional[int] = None,
         distill_projection: str = "linear",
         distill_loss: str = "l1",
         distill_normalize: bool = True,
@@ -144,7 +152,9 @@ class ETMAEConfig(PretrainedConfig):
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.teacher_hidden_size = teacher_hidden_size
-        self.student_align_layer = student_align_layer
+        # None -> 3/4 depth (ETMAE / DMAE "align at 3/4 depth": 0-based block 3 * depth // 4 - 1, 8 of 12)
+        self.student_align_layer = align_layer_at_three_quarters(num_hidden_layers) if student_align_layer is None \
+            else student_align_layer
         self.teacher_align_layer = teacher_align_layer
         self.distill_projection = distill_projection
         self.distill_loss = distill_loss
@@ -186,7 +196,7 @@ class ETMAEConfig(PretrainedConfig):
         if not 0 <= self.student_align_layer < self.num_hidden_layers:
             raise ValueError(f"student_align_layer {self.student_align_layer} is beyond the student's depth "
                              f"({self.num_hidden_layers} blocks, 0-based)")
-        if self.teacher_align_layer < 0:
+        if self.teacher_align_layer is not None and self.teacher_align_layer < 0:
             raise ValueError(f"teacher_align_layer must be >= 0, got {self.teacher_align_layer}")
         if self.distill_projection not in ("linear", "mlp"):
             raise ValueError(f"distill_projection must be 'linear' or 'mlp', got {self.distill_projection!r}")

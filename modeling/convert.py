@@ -122,9 +122,21 @@ MAE_DECODER_RENAMES = {
 MAE_ENCODER_KEYS = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
 
 
+def _alias(overrides: dict, name: str, alias_value, alias: str):
+    """Pop the config field ``name`` from ``overrides``, reconciled with its alias argument."""
+    value = overrides.pop(name, None)
+    if value is not None and alias_value is not None and value != alias_value:
+        raise ValueError(f"{name}={value} and {alias}={alias_value} disagree; give one of them")
+    return value if value is not None else alias_value
+
+
 def config_from_mae_state_dict(state_dict: StateDict, num_heads: Optional[int] = None,
                                decoder_num_heads: Optional[int] = None, **overrides) -> ETMAEConfig:
-    """Infer an ``ETMAEConfig`` from MAE/timm tensor shapes; heads come from ``num_heads`` or the known presets."""
+    """Infer an ``ETMAEConfig`` from MAE/timm tensor shapes; heads come from ``num_attention_heads`` /
+    ``decoder_num_attention_heads`` (the config's own names; ``num_heads`` / ``decoder_num_heads`` are aliases) or
+    the known presets. Giving both a name and its alias with different values is an error."""
+    num_heads = _alias(overrides, "num_attention_heads", num_heads, "num_heads")
+    decoder_num_heads = _alias(overrides, "decoder_num_attention_heads", decoder_num_heads, "decoder_num_heads")
     if "patch_embed.proj.weight" not in state_dict:
         raise ValueError("not a MAE/timm ViT state dict: 'patch_embed.proj.weight' is missing")
     width, channels, patch, _ = state_dict["patch_embed.proj.weight"].shape
@@ -146,9 +158,7 @@ def config_from_mae_state_dict(state_dict: StateDict, num_heads: Optional[int] =
             decoder_intermediate_size=state_dict["decoder_blocks.0.mlp.fc1.weight"].shape[0]
             if "decoder_blocks.0.mlp.fc1.weight" in state_dict else 4 * decoder_width,
         )
-    fields.update(overrides)
-    fields["student_align_layer"] = min(fields.get("student_align_layer", 8), fields["num_hidden_layers"] - 1)
-    fields["teacher_align_layer"] = fields.get("teacher_align_layer", 8)
+    fields.update(overrides)  # align layers left out: the config derives 3/4 depth
     return ETMAEConfig(**fields)
 
 

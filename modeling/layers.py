@@ -229,6 +229,12 @@ def check_pixel_values(pixel_values: torch.Tensor, num_channels: int, multiple_o
         raise ValueError("pixel_values contains NaN or infinite values")
 
 
+class CheckpointMismatchError(RuntimeError, ValueError):
+    """A checkpoint that does not fit the model: tensors of other shapes, or no tensor at all under the model's
+    names (weights of another family). A ``RuntimeError`` as transformers raises, and a ``ValueError`` as medmae
+    0.1 raised."""
+
+
 class MedMAEPreTrainedModel(PreTrainedModel):
     """Base class of every medmae model.
 
@@ -255,19 +261,27 @@ class MedMAEPreTrainedModel(PreTrainedModel):
         try:
             model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         except RuntimeError as error:
-            if "ignore_mismatched_sizes" not in str(error):
+            if "ignore_mismatched_sizes" not in str(error) or isinstance(error, CheckpointMismatchError):
                 raise
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"the checkpoint's tensor shapes do not match the configuration of {cls.__name__} (the load report "
                 "above lists each tensor); pass ignore_mismatched_sizes=True to re-initialise them on purpose"
             ) from error
         mismatched = info.get("mismatched_keys") or []
         if mismatched and not kwargs.get("ignore_mismatched_sizes", False):
             details = "; ".join(str(item) for item in list(mismatched)[:8])
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"the checkpoint does not match the configuration of {cls.__name__}: {len(mismatched)} tensors have "
                 f"other shapes ({details}). Pass ignore_mismatched_sizes=True to re-initialise them on purpose."
             )
+        expected = set(model.state_dict())
+        missing = set(info.get("missing_keys") or [])
+        if expected and expected <= missing:
+            unexpected = sorted(info.get("unexpected_keys") or [])
+            raise CheckpointMismatchError(
+                f"none of the checkpoint's tensors has a name of {cls.__name__} (model_type "
+                f"{model.config.model_type!r}); every weight would be random. The weights are probably of another "
+                f"model family (first checkpoint keys: {unexpected[:4]}); check config.json's model_type")
         return (model, info) if output_loading_info else model
 
     def push_to_hub(self, repo_id: str, *args, **kwargs):

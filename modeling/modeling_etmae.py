@@ -22,7 +22,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
-from ..configuration.configuration_etmae import ETMAEConfig
+from ..configuration.configuration_etmae import ETMAEConfig, align_layer_at_three_quarters
 from .layers import (
     MedMAEPreTrainedModel,
     Mlp,
@@ -44,6 +44,8 @@ class ETMAEModelOutput(ModelOutput):
 
     Args:
         last_hidden_state: [B, 1 + kept, D] tokens after the final norm (CLS first); kept = all patches without masking.
+        pooler_output: [B, D] the image vector: mean of the patch tokens (``global_pool="avg"``) or the CLS token
+            (``"cls"``) of ``last_hidden_state`` (what ``pipeline("image-feature-extraction", pool=True)`` returns).
         mask: [B, L] 1 = removed, 0 = kept, raster order (None without masking).
         ids_restore: [B, L] permutation that undoes the shuffle (None without masking).
         hidden_states: tuple of [B, 1 + kept, D]; index 0 = embeddings, index k = output of block k-1 (pre-norm).
@@ -51,6 +53,7 @@ class ETMAEModelOutput(ModelOutput):
     """
 
     last_hidden_state: Optional[torch.FloatTensor] = None
+    pooler_output: Optional[torch.FloatTensor] = None
     mask: Optional[torch.LongTensor] = None
     ids_restore: Optional[torch.LongTensor] = None
     hidden_states: Optional[tuple[torch.FloatTensor, ...]] = None
@@ -99,12 +102,18 @@ def random_masking(x: torch.Tensor, mask_ratio: float, noise: Optional[torch.Ten
     return x_masked, mask, ids_restore
 
 
+class PatchProjection(nn.Conv2d):
+    """The patch projection, Conv2d(k = s = patch_size), as its own class so that ``_init_weights`` reaches it: the
+    ``PatchEmbed`` wrapper has no parameters of its own, and transformers' initialisation of code outside the
+    transformers package skips such a module, which left PyTorch's default Conv2d init in every new ETMAE."""
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patch embedding: Conv2d(k = s = patch_size). [B, C, H, W] -> [B, (H/p)*(W/p), D]."""
 
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = PatchProjection(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
@@ -138,9 +147,9 @@ class ETMAEPreTrainedModel(MedMAEPreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, PatchEmbed):
-            xavier_uniform_flat_(module.proj.weight)
-            init.zeros_(module.proj.bias)
+        elif isinstance(module, PatchProjection):
+            xavier_uniform_flat_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, ETMAEModel):
             grid = module.grid_size
             init.copy_(module.pos_embed, get_2d_sincos_pos_embed(module.pos_embed.shape[-1], *grid, cls_token=True)[None])
@@ -249,7 +258,9 @@ class ETMAEModel(ETMAEPreTrainedModel):
         )
         if self.norm is not None:
             x = self.norm(x)
-        out = ETMAEModelOutput(x, mask, ids_restore, hidden_states, attentions)
+        pooled = x[:, 1:].mean(dim=1) if self.config.global_pool == "avg" else x[:, 0]
+        out = ETMAEModelOutput(last_hidden_state=x, pooler_output=pooled, mask=mask, ids_restore=ids_restore,
+                               hidden_states=hidden_states, attentions=attentions)
         return out if return_dict else out.to_tuple()
 
 
@@ -344,6 +355,8 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
                 f"teacher width {teacher.config.hidden_size} does not match config.teacher_hidden_size "
                 f"{self.config.teacher_hidden_size} (the projection head's output size)"
             )
+        if self.config.teacher_align_layer is None:  # 3/4 of the teacher's depth, as the paper
+            self.config.teacher_align_layer = align_layer_at_three_quarters(teacher.config.num_hidden_layers)
         if self.config.teacher_align_layer >= teacher.config.num_hidden_layers:
             raise ValueError(f"teacher_align_layer {self.config.teacher_align_layer} is beyond the teacher's depth "
                              f"({teacher.config.num_hidden_layers} blocks)")

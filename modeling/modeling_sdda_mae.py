@@ -72,8 +72,8 @@ class SDDAMAEModelOutput(ModelOutput):
     Args:
         last_hidden_state: [B, N_S, C_S] bottleneck tokens after the last stage's LayerNorm (raster order).
         pooler_output: [B, C_S] mean of the bottleneck tokens.
-        hidden_states: per-stage features ``(e_1, ..., e_S)``, each [B, N_s, C_s] after its stage norm
-            (always returned: the decoder's skips and feature extraction need them).
+        hidden_states: per-stage features ``(e_1, ..., e_S)``, each [B, N_s, C_s] after its stage norm, when
+            ``output_hidden_states`` (argument or config).
         mask: [B, L] patch-resolution mask, 1 = masked (None without masking).
         unit_mask: [B, units] mask at mask-unit resolution (None without masking).
     """
@@ -626,6 +626,19 @@ class SDDAMAEPreTrainedModel(MedMAEPreTrainedModel):
     def _return_dict(self, return_dict: Optional[bool]) -> bool:
         return return_dict if return_dict is not None else self.config.return_dict
 
+    def _output_hidden_states(self, output_hidden_states: Optional[bool]) -> bool:
+        return output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+
+    def _check_forward_kwargs(self, kwargs: dict) -> None:
+        """No silently ignored argument: a misspelt keyword (``lables=``) is a TypeError. ``interpolate_pos_encoding``
+        is accepted and has nothing to do (there is no position table: every size that fits the geometry runs)."""
+        unknown = sorted(set(kwargs) - {"output_attentions", "interpolate_pos_encoding"})
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.forward() got unexpected keyword argument(s) {unknown}")
+        if kwargs.get("output_attentions"):
+            raise ValueError(f"{type(self).__name__} has no softmax attention maps to return: its efficient and "
+                             "channel attentions never form a token-by-token matrix (output_attentions=True)")
+
 
 class SDDAMAEModel(SDDAMAEPreTrainedModel):
     """The SDDA-MAE encoder: patch embedding, optional window masking, DAT stages with patch merging.
@@ -673,13 +686,16 @@ class SDDAMAEModel(SDDAMAEPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: Optional[torch.Tensor] = None,
         apply_mask: bool = False,
+        output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
         **kwargs,
     ):
         """pixel_values: [B, C, H, W]; noise: [B, units] switches masking on (as does ``apply_mask``)."""
+        self._check_forward_kwargs(kwargs)
         features, mask, unit_mask = self.forward_encoder(pixel_values, noise, apply_mask)
         out = SDDAMAEModelOutput(
-            last_hidden_state=features[-1], pooler_output=features[-1].mean(dim=1), hidden_states=features,
+            last_hidden_state=features[-1], pooler_output=features[-1].mean(dim=1),
+            hidden_states=features if self._output_hidden_states(output_hidden_states) else None,
             mask=mask, unit_mask=unit_mask,
         )
         return out if self._return_dict(return_dict) else out.to_tuple()
@@ -795,6 +811,7 @@ class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
 
         Returns ``SDDAMAEForPreTrainingOutput`` with ``loss = L_MSE + sd_weight * L_SD`` (eq. (1)).
         """
+        self._check_forward_kwargs(kwargs)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         features, mask, unit_mask = self.sdda_mae.forward_encoder(pixel_values, noise, apply_mask=True)
         grids = self.sdda_mae.feature_grids(*pixel_values.shape[-2:])
@@ -919,6 +936,7 @@ class SDDAMAEForSemanticSegmentation(SDDAMAEFineTuningModel):
     ):
         """pixel_values: [B, C, H, W]; labels: [B, H, W] ids in [0, num_labels) or 255 (ignored).
         Returns ``SemanticSegmenterOutput`` with logits [B, num_labels, H, W]."""
+        self._check_forward_kwargs(kwargs)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         logits, _, seg_loss, _, features = self.compute(pixel_values, labels)
         out = SemanticSegmenterOutput(loss=supervised_loss(seg_loss, None, self.config), logits=logits,
@@ -943,6 +961,7 @@ class SDDAMAEForImageClassification(SDDAMAEFineTuningModel):
         **kwargs,
     ):
         """pixel_values: [B, C, H, W]; labels: [B] ids in [0, num_cls_labels). Logits [B, num_cls_labels]."""
+        self._check_forward_kwargs(kwargs)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         _, logits, _, cls_loss, features = self.compute(pixel_values, class_labels=labels)
         out = ImageClassifierOutput(loss=supervised_loss(None, cls_loss, self.config), logits=logits,
@@ -970,6 +989,7 @@ class SDDAMAEForSegmentationAndClassification(SDDAMAEFineTuningModel):
         **kwargs,
     ):
         """pixel_values: [B, C, H, W]; labels: [B, H, W] masks; class_labels: [B] diagnosis ids (either may be None)."""
+        self._check_forward_kwargs(kwargs)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         seg_logits, cls_logits, seg_loss, cls_loss, features = self.compute(pixel_values, labels, class_labels)
         out = SDDAMAESegmentationAndClassificationOutput(

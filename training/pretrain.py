@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..configuration.configuration_etmae import align_layer_at_three_quarters
 from ..modeling.modeling_sdda_mae import self_distillation_diagnostics
 from .args import resolve_task
 from .loop import (
@@ -31,11 +32,6 @@ from .loop import (
     synthetic_defaults,
     weights_sha256,
 )
-
-
-def teacher_align_layer(depth: int) -> int:
-    """ETMAE / DMAE: align at 3/4 depth -> 0-based block ``3 * depth // 4 - 1`` (8 of 12; 2 of 4)."""
-    return max(3 * depth // 4 - 1, 0)
 
 
 class PretrainTask(TrainingTask):
@@ -57,7 +53,7 @@ class PretrainTask(TrainingTask):
                 overrides = m.config_overrides or ""
                 fields = {"teacher_hidden_size": teacher.config.hidden_size}
                 if "teacher_align_layer" not in overrides:
-                    fields["teacher_align_layer"] = teacher_align_layer(teacher.config.num_hidden_layers)
+                    fields["teacher_align_layer"] = align_layer_at_three_quarters(teacher.config.num_hidden_layers)
             config = model_config(m, d, **fields)
             model = ETMAEForPreTraining(config)
             if m.init_from:

@@ -9,7 +9,8 @@ Rows (one ``pretrain`` / ``finetune`` run folder each under ``runs/``):
 
 * the student pre-trained as a plain MAE (no teacher);
 * the student distilled from each teacher in ``--teachers`` (feature alignment at 3/4 depth, L1);
-* each teacher itself, fine-tuned (the reference the student is distilled towards);
+* each teacher itself (linear probe; fine-tuned too with ``--finetune_teachers``, the default when its weights are
+  given): the reference the student is distilled towards;
 * the student fine-tuned from scratch (no pre-training).
 
 A teacher is pre-trained ONCE per size by the sweep (seed 0; the budget's recipe) and shared by every seed, unless
@@ -47,7 +48,7 @@ PAPER_TEACHERS = {"S": "vit_small_patch16_dec512d8b", "B": "vit_base_patch16_dec
 ETMAE_BUDGETS = {
     "quick": dict(image_size=32, num_images=96, teacher_epochs=1, student_epochs=1, finetune_epochs=1, batch_size=8,
                   seeds=(0, 1), teachers=QUICK_TEACHERS, student={}, probe_images=96),
-    "default": dict(image_size=64, num_images=2000, teacher_epochs=40, student_epochs=8, finetune_epochs=12,
+    "default": dict(image_size=64, num_images=2000, teacher_epochs=25, student_epochs=8, finetune_epochs=12,
                     batch_size=32, seeds=(0, 1, 2), teachers=SYNTHETIC_TEACHERS, student=SYNTHETIC_STUDENT,
                     probe_images=2000),
     "paper": dict(image_size=224, num_images=None, teacher_epochs=None, student_epochs=None, finetune_epochs=None,
@@ -68,6 +69,9 @@ class Arguments:
         "help": "teacher sizes to distil from: S, B (the budget's teacher architectures)"})
     teacher_paths: Optional[list[str]] = field(default=None, metadata={
         "help": "NAME=PATH of given teacher weights (folder or .pth); the others are pre-trained by the sweep"})
+    finetune_teachers: Optional[bool] = field(default=None, metadata={
+        "help": "also fine-tune the teachers (default: when their weights are given by --teacher_paths; the "
+                "teachers are always scored by the linear probe)"})
     teacher_normalization: Optional[str] = field(default=None, metadata={
         "help": "input statistics of .pth teachers (medical_mae | imagenet | cxr | half); see medmae pretrain"})
     seeds: Optional[list[int]] = field(default=None, metadata={"help": "training seeds (default 0 1 2; quick 0 1)"})
@@ -212,13 +216,15 @@ def plan_etmae(args: Arguments, budget: dict, runs_dir: Path, probe) -> list[Run
         runs.append(Run(probe_dir.name, "call", ["--output_dir", str(probe_dir)], seed,
                         row="Student from scratch (no pre-training)", extra={"kind": "probe"},
                         call=lambda s=seed: probe(None, s)))
+        finetune_teachers = args.finetune_teachers if args.finetune_teachers is not None else bool(budget["given"])
         for name in budget["teacher_names"]:
-            runs += _evaluations(args, budget, runs_dir, f"teacher_{name}", f"Teacher {name}, fine-tuned",
-                                 teacher_dirs[name], seed, probe, teacher=True)
+            evaluations = _evaluations(args, budget, runs_dir, f"teacher_{name}", f"Teacher {name}",
+                                       teacher_dirs[name], seed, probe)
+            runs += evaluations if finetune_teachers else evaluations[1:]
     return runs
 
 
-def _evaluations(args, budget, runs_dir, tag, row, source: Path, seed: int, probe, teacher: bool = False) -> list:
+def _evaluations(args, budget, runs_dir, tag, row, source: Path, seed: int, probe) -> list:
     """Fine-tuning and linear probe of one pre-trained encoder."""
     folder = runs_dir / f"finetune_{tag}_seed{seed}"
     argv = [*_finetune_recipe(budget), *_data_argv(args, budget, False), *_common(args, seed), "--init_from",
@@ -325,6 +331,8 @@ def collect(runs: list[Run], infos: dict, budget: dict, command: str) -> dict:
         entry = rows.setdefault(run.row, {"finetune": [], "probe": [], "per_label": {}, "num_parameters": None})
         metrics = info["metrics"]
         entry[run.extra["kind"]].append(metrics.get("mauc"))
+        if run.extra["kind"] == "probe" and entry["num_parameters"] is None:
+            entry["num_parameters"] = info["num_parameters"]  # the encoder's (no fine-tuning run)
         if run.extra["kind"] == "finetune":
             entry["num_parameters"] = info["num_parameters"]
             for key, value in metrics.items():
@@ -339,7 +347,7 @@ def collect(runs: list[Run], infos: dict, budget: dict, command: str) -> dict:
         claims.append((f"a larger teacher helps more ({teachers[-1]} over {teachers[0]})",
                        f"Student, distilled from teacher {teachers[-1]}", f"Student, distilled from teacher {teachers[0]}"))
     claims.append(("MAE pre-training beats training from scratch", plain, "Student from scratch (no pre-training)"))
-    claims += [(f"teacher {t} is stronger than the plain student (sanity check)", f"Teacher {t}, fine-tuned", plain)
+    claims += [(f"teacher {t} is stronger than the plain student (sanity check)", f"Teacher {t}", plain)
                for t in teachers]
     verdicts = [verdict(claim, rows[better][kind], rows[worse][kind], f"mAUC ({kind})")
                 for claim, better, worse in claims for kind in ("finetune", "probe")]
@@ -362,7 +370,7 @@ def ablation_markdown(result: dict) -> str:
     lines = [f"# ETMAE on {setting['dataset']} ({setting['preset']} budget)", "",
              f"Test split; mean ± sd over seeds {', '.join(map(str, setting['seeds']))}; teachers pre-trained once "
              f"and shared. Command: `{result['command']}`", "",
-             "## Table 2 layout", "", "| Model | #Params (fine-tuned) | mAUC(%) fine-tuned ↑ | mAUC(%) linear probe ↑ |",
+             "## Table 2 layout", "", "| Model | #Params | mAUC(%) fine-tuned ↑ | mAUC(%) linear probe ↑ |",
              "|---|---|---|---|"]
     for name, entry in rows.items():
         lines.append(f"| {name} | {_params(entry['num_parameters'])} | {cell(entry['finetune'], True)} | "

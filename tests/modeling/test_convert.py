@@ -183,3 +183,17 @@ def test_timm_vit_classifier_converts_exactly(global_pool):
     assert model.config.global_pool == ("avg" if global_pool == "avg" else "cls")
     x = torch.randn(2, 3, 32, 32)
     assert (model(x).logits - source(x)).abs().max().item() < 1e-5
+
+
+def test_converters_take_the_configs_own_head_names():
+    from medmae.modeling.convert import config_from_mae_state_dict
+
+    state = {"patch_embed.proj.weight": torch.zeros(40, 3, 16, 16), "cls_token": torch.zeros(1, 1, 40),
+             "pos_embed": torch.zeros(1, 197, 40), "blocks.0.mlp.fc1.weight": torch.zeros(160, 40),
+             "blocks.0.norm1.weight": torch.zeros(40)}
+    with pytest.raises(ValueError, match="attention heads"):
+        config_from_mae_state_dict(state)  # 40 wide: no known preset
+    assert config_from_mae_state_dict(state, num_attention_heads=4).num_attention_heads == 4
+    assert config_from_mae_state_dict(state, num_heads=5).num_attention_heads == 5  # the alias
+    with pytest.raises(ValueError, match="disagree"):
+        config_from_mae_state_dict(state, num_heads=5, num_attention_heads=4)

@@ -1,5 +1,6 @@
 """ETMAE models: configuration, MAE steps, distillation, classification and the transformers contract."""
 
+import json
 import math
 
 import numpy as np
@@ -346,8 +347,28 @@ def test_bad_inputs_have_clear_errors():
 
 def test_checkpoint_config_mismatch_is_an_error(tmp_path):
     ETMAEForPreTraining(tiny()).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="tensor shapes do not match the configuration of ETMAEForPreTraining"):
+    with pytest.raises(RuntimeError, match="tensor shapes do not match the configuration of ETMAEForPreTraining"):
         ETMAEForPreTraining.from_pretrained(tmp_path, hidden_size=64, intermediate_size=128)
+    with pytest.raises(ValueError):  # still a ValueError too (medmae 0.1 callers)
+        ETMAEForPreTraining.from_pretrained(tmp_path, hidden_size=64, intermediate_size=128)
+
+
+def test_weights_of_another_family_are_refused_not_loaded_as_random(tmp_path):
+    from medmae import SDDAMAEConfig, SDDAMAEForPreTraining
+
+    ETMAEForPreTraining(tiny()).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    sdda = SDDAMAEConfig.from_preset("tiny_test").to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**sdda, "architectures": config["architectures"]}))
+    with pytest.raises(RuntimeError, match="do not match the configuration of SDDAMAEForPreTraining"):
+        SDDAMAEForPreTraining.from_pretrained(tmp_path)  # decoder.norm.* share a name, not a shape
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tmp_path / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if not k.startswith("decoder.")}, str(tmp_path / "model.safetensors"),
+              metadata={"format": "pt"})
+    with pytest.raises(RuntimeError, match="none of the checkpoint's tensors has a name of SDDAMAEForPreTraining"):
+        SDDAMAEForPreTraining.from_pretrained(tmp_path)
 
 
 # ---- attention backends, checkpointing -------------------------------------------------------------
@@ -381,3 +402,23 @@ def test_package_exports():
     for name in ("ETMAEConfig", "ETMAEModel", "ETMAEForPreTraining", "ETMAEForImageClassification",
                  "MedMAEImageProcessor"):
         assert hasattr(medmae, name)
+
+
+def test_patch_projection_gets_the_mae_initialisation_from_scratch_and_when_missing(tmp_path):
+    import math
+
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = ETMAEForPreTraining(tiny())
+    weight, bias = model.etmae.patch_embed.proj.weight, model.etmae.patch_embed.proj.bias
+    bound = math.sqrt(6.0 / (weight.shape[0] + math.prod(weight.shape[1:])))
+    assert float(weight.abs().max()) <= bound and float(weight.abs().max()) > 0.9 * bound  # xavier on [out, C*p*p]
+    assert float(bias.abs().max()) == 0.0  # PyTorch's Conv2d default would give a non-zero bias
+    model.save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if "patch_embed" not in k}, str(tmp_path / "model.safetensors"),
+              metadata={"format": "pt"})
+    reloaded = ETMAEForPreTraining.from_pretrained(tmp_path)
+    loaded = reloaded.etmae.patch_embed.proj
+    assert float(loaded.weight.abs().max()) <= bound and float(loaded.bias.abs().max()) == 0.0  # not garbage

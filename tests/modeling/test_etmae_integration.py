@@ -112,6 +112,37 @@ def test_pipeline_multilabel_uses_sigmoid(tmp_path):
         assert abs(scores[name] - torch.sigmoid(logits[i]).item()) < 1e-5
 
 
+def test_feature_extraction_pipeline_pools_with_pooler_output(tmp_path):
+    torch.manual_seed(0)
+    model = ETMAEModel(tiny(teacher_hidden_size=None)).eval()
+    model.save_pretrained(tmp_path)
+    processor().save_pretrained(tmp_path)
+    image = Image.fromarray((np.random.default_rng(2).random((40, 40)) * 255).astype(np.uint8))
+    pixels = processor()(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        out = model(pixels)
+    torch.testing.assert_close(out.pooler_output, out.last_hidden_state[:, 1:].mean(dim=1))
+    extract = pipeline("image-feature-extraction", model=str(tmp_path))
+    pooled = np.asarray(extract(image, pool=True))
+    np.testing.assert_allclose(pooled.reshape(-1), out.pooler_output[0].numpy(), atol=1e-5)
+    cls_model = ETMAEModel(tiny(teacher_hidden_size=None, global_pool="cls")).eval()
+    with torch.no_grad():
+        cls_out = cls_model(pixels)
+    torch.testing.assert_close(cls_out.pooler_output, cls_out.last_hidden_state[:, 0])
+
+
+def test_small_configs_derive_their_align_layers():
+    config = ETMAEConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    assert config.student_align_layer == 0 and config.teacher_align_layer is None  # 3/4 of 2 blocks
+    assert ETMAEConfig().student_align_layer == 8  # 3/4 of 12, the paper's
+    with pytest.raises(ValueError, match="student_align_layer 5 is beyond"):
+        ETMAEConfig(num_hidden_layers=4, student_align_layer=5)
+    student = ETMAEForPreTraining(tiny(teacher_align_layer=None))
+    student.set_teacher(ETMAEModel(tiny(hidden_size=48, intermediate_size=96, num_attention_heads=2,
+                                        num_hidden_layers=8)))
+    assert student.config.teacher_align_layer == 5  # derived from the teacher's 8 blocks
+
+
 def test_trainer_fine_tunes_on_an_image_dataset(tmp_path):
     from datasets import Dataset, Features, List, Value
     from datasets import Image as ImageFeature

@@ -316,7 +316,7 @@ def test_encoder_only_transfer_reinitialises_the_decoder(tmp_path):
 def test_output_shapes():
     x = images()
     with torch.no_grad():
-        enc = SDDAMAEModel(tiny()).eval()(x)
+        enc = SDDAMAEModel(tiny()).eval()(x, output_hidden_states=True)
         assert [tuple(h.shape) for h in enc.hidden_states] == [(2, 256, 16), (2, 64, 32), (2, 16, 64)]
         assert enc.last_hidden_state.shape == (2, 16, 64) and enc.pooler_output.shape == (2, 64)
         pre = pretraining_model()(x, noise=noise())
@@ -392,3 +392,18 @@ def test_bad_inputs_raise_clear_errors():
         model(images(1), class_labels=torch.tensor([2]))
     # other sizes that fit the geometry run (no position embedding): 128 px
     assert model(torch.randn(1, 3, 128, 128)).logits.shape == (1, 2, 128, 128)
+
+
+def test_forwards_refuse_unknown_arguments_and_return_hidden_states_only_when_asked():
+    x = images()
+    encoder = SDDAMAEModel(tiny()).eval()
+    assert encoder(x).hidden_states is None
+    assert len(encoder(x, output_hidden_states=True).hidden_states) == 3
+    for model, call in ((encoder, lambda m: m(x, lables=1)),
+                        (SDDAMAEForSegmentationAndClassification(tiny()), lambda m: m(x, class_label=None)),
+                        (SDDAMAEForPreTraining(tiny()), lambda m: m(x, mask_ratio=0.5))):
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            call(model)
+    with pytest.raises(ValueError, match="no softmax attention maps"):
+        SDDAMAEForSemanticSegmentation(tiny())(x, output_attentions=True)
+    assert SDDAMAEForImageClassification(tiny())(x, interpolate_pos_encoding=True).logits.shape[0] == 2
