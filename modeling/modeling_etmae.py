@@ -361,7 +361,9 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
             raise ValueError(f"teacher_align_layer {self.config.teacher_align_layer} is beyond the teacher's depth "
                              f"({teacher.config.num_hidden_layers} blocks)")
         if (teacher.config.patch_size, teacher.config.num_channels) != (self.config.patch_size, self.config.num_channels):
-            raise ValueError("teacher and student must share patch size and channels to share one mask")
+            raise ValueError("teacher and student must share patch size and channels to share one mask: teacher "
+                             f"patch_size {teacher.config.patch_size}, num_channels {teacher.config.num_channels}; "
+                             f"student {self.config.patch_size}, {self.config.num_channels}")
         teacher.requires_grad_(False)
         teacher.eval()
         param = next(self.parameters())
@@ -544,6 +546,29 @@ class ETMAEForImageClassification(ETMAEPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor,
+                            label_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The fine-tuning loss, used by the scripts and by Trainer alike (one loss, one place), in fp32.
+
+        Multi-label: BCE with logits averaged over every entry, ``label_mask`` weighting each (0 = ignored, as
+        ``F.binary_cross_entropy_with_logits(weight=...)``); targets must be 0 or 1 -- CheXpert's -1 (uncertain)
+        must be mapped by an uncertainty policy first. Otherwise ``problem_type`` picks transformers' loss.
+        """
+        if self.config.problem_type != "multi_label_classification":
+            if label_mask is not None:
+                raise ValueError("label_mask applies to multi-label classification only "
+                                 f"(config.problem_type is {self.config.problem_type!r})")
+            return self.loss_function(labels, logits.float(), self.config)
+        if labels.shape != logits.shape:
+            raise ValueError(f"multi-label targets must have shape [batch, num_labels] = {list(logits.shape)}, "
+                             f"got {list(labels.shape)}")
+        bad = labels[(labels != 0) & (labels != 1)]
+        if bad.numel():
+            raise ValueError(f"multi-label targets must be 0 or 1, got {sorted(set(bad.tolist()))[:5]}: map "
+                             "uncertain labels (CheXpert -1) with an uncertainty policy (ones, zeros, ignore, mixed)")
+        weight = None if label_mask is None else label_mask.to(logits.device, torch.float32)
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), weight=weight)
+
     def forward_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs):
         """Pooled, normalised features [B, D] and the encoder output."""
         outputs = self.etmae(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs)
@@ -555,12 +580,14 @@ class ETMAEForImageClassification(ETMAEPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         labels: Optional[torch.Tensor] = None,
+        label_mask: Optional[torch.Tensor] = None,
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
         interpolate_pos_encoding: bool = False,
         return_dict: Optional[bool] = None,
     ):
-        """pixel_values: [B, C, H, W]; labels: [B] class ids or [B, num_labels] multi-hot floats."""
+        """pixel_values: [B, C, H, W]; labels: [B] class ids or [B, num_labels] multi-hot floats; label_mask:
+        [B, num_labels] 1 = scored, 0 = left out of the multi-label loss (CheXpert's ``ignore`` uncertainty policy)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         pooled, outputs = self.forward_features(
             pixel_values, interpolate_pos_encoding,
@@ -569,7 +596,7 @@ class ETMAEForImageClassification(ETMAEPreTrainedModel):
         logits = self.classifier(pooled)
         loss = None
         if labels is not None:
-            loss = self.loss_function(labels.to(logits.device), logits.float(), self.config)
+            loss = self.classification_loss(logits, labels.to(logits.device), label_mask)
         out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                     attentions=outputs.attentions)
         return out if return_dict else out.to_tuple()

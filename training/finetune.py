@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .args import resolve_task
 from .evaluate import KINDS, classification_table, compute_metrics, label_names_of, mauc_table, predict, segmentation_table
@@ -105,12 +104,9 @@ class FinetuneTask(TrainingTask):
 
     # -- training ------------------------------------------------------------------------------------
     def compute_loss(self, model, batch):
-        if self.kind == "multilabel":
-            out = model(pixel_values=batch["pixel_values"])
-            logits = out.logits.float()
-            weight = batch.get("label_mask")  # CheXpert "ignore" policy: uncertain entries do not count
-            loss = F.binary_cross_entropy_with_logits(logits, batch["labels"].float(), weight=weight)
-            return loss, {}
+        if self.kind == "multilabel":  # the model's own loss (label_mask: CheXpert's "ignore" policy)
+            out = model(pixel_values=batch["pixel_values"], labels=batch["labels"], label_mask=batch.get("label_mask"))
+            return out.loss, {}
         out = model(pixel_values=batch["pixel_values"], labels=batch["labels"], class_labels=batch["class_labels"])
         return out.loss, {"segmentation_loss": out.segmentation_loss, "classification_loss": out.classification_loss}
 

@@ -63,6 +63,26 @@ def multilabel_compute_metrics(label_names: Sequence[str] = ()):
     return fn
 
 
+def singlelabel_compute_metrics(label_names: Sequence[str] = ()):
+    """``compute_metrics`` for single-label logits: ``accuracy``, macro ``precision`` / ``recall`` / ``f1`` and
+    per-class precision and recall (``precision/<label>``), from ``training.metrics.classification_metrics``."""
+    from .metrics import classification_metrics
+
+    def fn(eval_prediction) -> dict:
+        logits = eval_prediction.predictions
+        logits = _numpy(logits[0] if isinstance(logits, tuple) else logits)
+        names = list(label_names) or None
+        cls = classification_metrics(_numpy(eval_prediction.label_ids), logits, num_classes=logits.shape[1],
+                                     class_names=names)
+        out = {"accuracy": cls["accuracy"], "precision": cls["precision_macro"], "recall": cls["recall_macro"],
+               "f1": cls["f1_macro"]}
+        for name, per in cls["per_class"].items():
+            out[f"precision/{name}"], out[f"recall/{name}"] = per["precision"], per["recall"]
+        return out
+
+    return fn
+
+
 def segcls_preprocess_logits_for_metrics(logits, labels):
     """Keep the argmax of the segmentation logits (not [B, K, H, W] floats) and the class logits, so Trainer
     accumulates small tensors. ``logits`` = ``(seg_logits, class_logits, ...)`` from the joint model."""

@@ -260,6 +260,15 @@ def test_teacher_statistics_per_source():
     assert reloaded.teacher_source_statistics == TEACHER_SOURCE_STATISTICS["medical_mae"]
 
 
+@pytest.mark.parametrize("teacher_overrides", [dict(patch_size=4), dict(num_channels=1, image_mean=[0.5],
+                                                                        image_std=[0.25])])
+def test_teacher_with_other_patches_or_channels_is_refused(teacher_overrides):
+    student = ETMAEForPreTraining(tiny())
+    teacher = ETMAEModel(tiny(hidden_size=48, intermediate_size=96, num_attention_heads=2, **teacher_overrides))
+    with pytest.raises(ValueError, match="teacher and student must share patch size and channels"):
+        student.set_teacher(teacher)
+
+
 def test_teacher_width_mismatch_is_an_error():
     student = ETMAEForPreTraining(tiny())
     with pytest.raises(ValueError, match="teacher width 32 does not match config.teacher_hidden_size 48"):

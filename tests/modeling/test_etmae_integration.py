@@ -168,3 +168,28 @@ def test_trainer_fine_tunes_on_an_image_dataset(tmp_path):
     assert result.global_step == 2 and np.isfinite(result.training_loss)
     assert not torch.equal(model.classifier.weight.detach(), before)
     assert ETMAEForImageClassification.accepts_loss_kwargs is False
+
+    def masked(batch):  # CheXpert's "ignore" policy: a label_mask column reaches forward through Trainer
+        out = transform(batch)
+        out["label_mask"] = torch.ones_like(out["labels"])
+        out["label_mask"][:, 0] = 0
+        return out
+
+    result = Trainer(model=model, args=args, train_dataset=dataset.with_transform(masked)).train()
+    assert result.global_step == 2 and np.isfinite(result.training_loss)
+
+
+def test_multilabel_loss_masks_ignored_entries_and_refuses_uncertain_targets():
+    model = multilabel_classifier()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    mask = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    flipped = labels.clone()
+    flipped[0, 1] = 1.0  # changes only an ignored entry
+    with torch.no_grad():
+        a = model(x, labels=labels, label_mask=mask).loss
+        b = model(x, labels=flipped, label_mask=mask).loss
+        c = model(x, labels=flipped).loss
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="must be 0 or 1, got \\[-1.0\\].*uncertainty policy"):
+        model(x, labels=torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]]))

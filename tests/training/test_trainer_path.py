@@ -60,3 +60,19 @@ def test_sdda_joint_model_with_two_label_tensors(tmp_path):
     for key in ("eval_dice", "eval_jaccard", "eval_accuracy", "eval_precision", "eval_recall", "eval_loss"):
         assert key in metrics
     assert torch.isfinite(torch.tensor(metrics["eval_loss"]))
+
+
+def test_singlelabel_compute_metrics_matches_scikit_learn():
+    import numpy as np
+    from sklearn.metrics import accuracy_score, precision_score, recall_score
+    from transformers import EvalPrediction
+
+    from medmae.training.trainer_utils import singlelabel_compute_metrics
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.standard_normal((40, 3)), rng.integers(0, 3, 40)
+    out = singlelabel_compute_metrics(["normal", "benign", "malignant"])(EvalPrediction(logits, labels))
+    predicted = logits.argmax(1)
+    assert out["accuracy"] == accuracy_score(labels, predicted)
+    assert out["precision"] == precision_score(labels, predicted, average="macro", zero_division=0)
+    assert out["recall/benign"] == recall_score(labels, predicted, labels=[1], average="macro", zero_division=0)
