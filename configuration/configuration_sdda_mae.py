@@ -81,6 +81,12 @@ class SDDAMAEConfig(PretrainedConfig):
       config, batch 16) and follows the decoder as it learns. Temperatures 0.1 / 0.1 made the SD gradient on the
       encoder 35-130x the MSE gradient and slowed reconstruction; at 1 / 1 it is 1.5-7x (measured, tiny config).
       ``sd_student_temp`` / ``sd_teacher_temp`` = None take the mode's values (``SD_MODE_TEMPERATURES``).
+      ``sd_weight=1`` is the paper's unweighted sum. Measured with ``medmae reproduce sdda`` on the synthetic
+      ultrasound set (default CPU budget, seeds 0-2): neither 1 nor SD-MAE's 0.2 helped fine-tuning -- Encoder &
+      Decoder Dice 78.97 ± 8.83 (DAT, no SD) vs 64.38 ± 25.97 (DAT & SD, 1) and 60.05 ± 21.46 (0.2); Only Encoder
+      85.17 ± 4.83 vs 65.04 ± 24.77 and 70.08 ± 13.57 -- within seed noise by a paired t-test, with 2 of 6 (1) and
+      1 of 6 (0.2) fine-tunings from SD pre-training ending at the all-background prediction (0 of 6 from DAT).
+      No weight showed a benefit, so the paper's is kept; ``--sd_warmup`` ramps it over the lr warm-up.
     - A7 ``skip_mode="full_scale"``, ``skip_dim=64``: UNet3+ full-scale skips, projected, concatenated, normalised and
       added through a zero-initialised fuse so the transferred decoder is unchanged at step 0.
     - A8 ``cls_source="bottleneck"``: the diagnosis head pools the deepest encoder feature (UNet3+ CGM placement).

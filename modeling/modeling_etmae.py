@@ -580,14 +580,22 @@ class ETMAEForImageClassification(ETMAEPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         labels: Optional[torch.Tensor] = None,
-        label_mask: Optional[torch.Tensor] = None,
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
         interpolate_pos_encoding: bool = False,
         return_dict: Optional[bool] = None,
+        **kwargs,
     ):
-        """pixel_values: [B, C, H, W]; labels: [B] class ids or [B, num_labels] multi-hot floats; label_mask:
-        [B, num_labels] 1 = scored, 0 = left out of the multi-label loss (CheXpert's ``ignore`` uncertainty policy)."""
+        """pixel_values: [B, C, H, W]; labels: [B] class ids or [B, num_labels] multi-hot floats.
+
+        ``label_mask=`` (keyword): [B, num_labels], 1 = scored, 0 = left out of the multi-label loss (CheXpert's
+        ``ignore`` uncertainty policy). It is taken from ``**kwargs`` on purpose: Trainer counts every named forward
+        argument containing "label" as a label and would skip evaluation metrics for batches without one. Any other
+        keyword is an error.
+        """
+        label_mask = kwargs.pop("label_mask", None)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}.forward() got unexpected keyword argument(s) {sorted(kwargs)}")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         pooled, outputs = self.forward_features(
             pixel_values, interpolate_pos_encoding,

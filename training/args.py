@@ -244,9 +244,10 @@ PAPER_EFFECTIVE_BATCH = {
 
 
 def effective_batch_report(script: str, preset: Optional[str], batch_size: int, accumulation: int, processes: int,
-                           lr: float) -> tuple[str, Optional[str]]:
+                           lr: float, scaled: bool = True) -> tuple[str, Optional[str]]:
     """(start-up line with the effective batch and absolute lr, warning or None). The warning fires when a paper
-    preset runs at under half its published effective batch, and says how many accumulation steps restore it."""
+    preset runs at under half its published effective batch, and says how many accumulation steps restore it;
+    ``scaled``: the lr follows the batch (``--blr``)."""
     effective = batch_size * accumulation * processes
     line = (f"effective batch {effective} ({batch_size} per device x {accumulation} accumulation x {processes} "
             f"process(es)), absolute lr {lr:.3g}")
@@ -254,9 +255,10 @@ def effective_batch_report(script: str, preset: Optional[str], batch_size: int, 
     if paper is None or effective * 2 > paper:
         return line, None
     needed = math.ceil(paper / (batch_size * processes))
+    lr_note = ", and the base-lr scaling lowers the lr with it" if scaled else ""
     return line, (f"--preset {preset} was published with an effective batch of {paper}; this run's is {effective} "
-                  f"({paper / effective:.0f}x smaller, and the base-lr scaling lowers the lr with it). To match, use "
-                  f"--gradient_accumulation_steps {needed} (or more devices).")
+                  f"({paper / effective:.0f}x smaller{lr_note}). To match, use --gradient_accumulation_steps "
+                  f"{needed} (or more devices).")
 
 
 def list_presets(script: str) -> list[str]:

@@ -500,7 +500,8 @@ def train(task: TrainingTask) -> dict:
         accelerator.init_trackers(task.task, config=_tb_config({**hyperparameters, "lr_effective": lr}))
 
     batch_line, batch_warning = effective_batch_report(task.script, ra.preset, oa.batch_size,
-                                                       oa.gradient_accumulation_steps, accelerator.num_processes, lr)
+                                                       oa.gradient_accumulation_steps, accelerator.num_processes, lr,
+                                                       scaled=oa.lr is None)
     accelerator.print(batch_line)
     if batch_warning and main:
         warnings.warn(batch_warning, stacklevel=2)

@@ -16,7 +16,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(out / "results.md") in result.stdout
     text = (out / "results.md").read_text()
-    for header in ("mAUC(%)", "Dice(%) ↑ | Jaccard(%) ↑ | HD95 ↓ | ASD ↓", "ACC(%) ↑ | PRE(%) ↑ | REC(%) ↑",
+    for header in ("mAUC(%)", "Dice(%) ↑ | Jaccard(%) ↑ | HD95 (medpy) ↓ | ASD ↓", "ACC(%) ↑ | PRE(%) ↑ | REC(%) ↑",
                    "distilled from the teacher", "without distillation"):
         assert header in text
     payload = json.loads((out / "results.json").read_text())

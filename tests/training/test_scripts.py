@@ -78,7 +78,7 @@ def test_pretrain_finetune_run_folder_contract(sdda_runs):
     assert ft["source_checkpoint_sha256"] and ft["transfer"]["transfer"] == "encoder_decoder"
     figures = {Path(p).name for p in ft["figures"]} | {Path(p).name for p in pre["figures"]}
     assert {"loss_curves.png", "reconstructions.png", "segmentation_overlays.png"} <= figures
-    assert "| Dice(%) ↑ | Jaccard(%) ↑ | HD95 ↓ | ASD ↓ |" in (root / "ft" / "metrics.md").read_text()
+    assert "| Dice(%) ↑ | Jaccard(%) ↑ | HD95 (medpy) ↓ | ASD ↓ |" in (root / "ft" / "metrics.md").read_text()
 
 
 def test_evaluate_command_writes_json_and_markdown(sdda_runs, tmp_path):
