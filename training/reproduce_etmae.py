@@ -28,7 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .sweep import Run, cell, check_plan, run_all, verdict, verdict_lines, write_atomic
+from .sweep import (
+    Run,
+    SweepArguments,
+    cell,
+    check_data_root,
+    check_plan,
+    resolve_budget,
+    run_all,
+    verdict,
+    verdict_lines,
+    write_atomic,
+)
 
 # Sizes on the synthetic chest X-rays (64 px, 8 px patches = 64 tokens). The student is ETMAEConfig "tiny_test"
 # (4 blocks x 32, 2 heads, ~43k encoder parameters); teachers are wider AND deeper and trained longer.
@@ -58,7 +69,8 @@ ETMAE_DATASETS = ("chestxray14", "chexpert", "synthetic_cxr")
 
 
 @dataclass
-class Arguments:
+class Arguments(SweepArguments):
+    output_dir: str = field(default="reproduce_etmae", metadata={"help": "folder of runs/ and the tables"})
     dataset: str = field(default="synthetic_cxr", metadata={"help": "chestxray14 | chexpert | synthetic_cxr"})
     data_root: Optional[str] = field(default=None, metadata={"help": "dataset folder (chestxray14, chexpert)"})
     pretrain_dataset: Optional[str] = field(default=None, metadata={
@@ -74,30 +86,16 @@ class Arguments:
                 "teachers are always scored by the linear probe)"})
     teacher_normalization: Optional[str] = field(default=None, metadata={
         "help": "input statistics of .pth teachers (medical_mae | imagenet | cxr | half); see medmae pretrain"})
-    seeds: Optional[list[int]] = field(default=None, metadata={"help": "training seeds (default 0 1 2; quick 0 1)"})
-    output_dir: str = field(default="reproduce_etmae", metadata={"help": "folder of runs/ and the tables"})
-    preset: str = field(default="default", metadata={"help": "quick | default | paper (see ETMAE_BUDGETS)"})
-    quick: bool = field(default=False, metadata={"help": "same as --preset quick"})
-    num_threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads per run"})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader workers per run"})
-    progress_bar: bool = field(default=False)
 
 
 def check_arguments(args: Arguments) -> dict:
     """Validate everything before any file is written; returns the budget with names resolved."""
-    preset = "quick" if args.quick else args.preset
-    if preset not in ETMAE_BUDGETS:
-        raise ValueError(f"unknown --preset {preset!r}; choose one of {', '.join(ETMAE_BUDGETS)}")
-    budget = {**ETMAE_BUDGETS[preset], "name": preset}
     dataset = args.dataset.strip().lower().replace("-", "_")
     if dataset not in ETMAE_DATASETS:
         raise ValueError(f"medmae reproduce etmae: unknown --dataset {args.dataset!r}; choose one of "
                          f"{', '.join(ETMAE_DATASETS)}")
-    if dataset != "synthetic_cxr":
-        if not args.data_root:
-            raise ValueError(f"--dataset {dataset} needs --data_root (the dataset folder as published)")
-        if not Path(args.data_root).is_dir():
-            raise FileNotFoundError(f"--data_root {args.data_root}: no such folder")
+    check_data_root(dataset, args.data_root)
+    budget = resolve_budget(args, ETMAE_BUDGETS)
     given = _teacher_paths(args.teacher_paths)
     unknown = [t for t in list(args.teachers) + list(given) if t not in budget["teachers"]]
     if unknown or not args.teachers:
@@ -109,13 +107,9 @@ def check_arguments(args: Arguments) -> dict:
         if Path(path).is_file() and not args.teacher_normalization:
             raise ValueError(f"--teacher_paths {name}={path} is a checkpoint file without input statistics: give "
                              "--teacher_normalization (medical_mae | imagenet | cxr | half)")
-    if preset == "paper" and dataset == "synthetic_cxr":
+    if budget["name"] == "paper" and dataset == "synthetic_cxr":
         raise ValueError("--preset paper runs the paper's recipe on chestxray14 or chexpert (224 px, ViT-Tiny/16)")
-    seeds = list(args.seeds) if args.seeds is not None else list(budget["seeds"])
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds must be distinct integers, at least one, got {seeds}")
-    return {**budget, "dataset": dataset, "seeds": seeds, "teacher_names": list(dict.fromkeys(args.teachers)),
-            "given": given}
+    return {**budget, "dataset": dataset, "teacher_names": list(dict.fromkeys(args.teachers)), "given": given}
 
 
 def _teacher_paths(entries) -> dict[str, str]:

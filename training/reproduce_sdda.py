@@ -31,7 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .sweep import Run, cell, check_plan, mean_sd, run_all, verdict, verdict_lines, write_atomic
+from .sweep import (
+    Run,
+    SweepArguments,
+    cell,
+    check_data_root,
+    check_plan,
+    mean_sd,
+    resolve_budget,
+    run_all,
+    verdict,
+    verdict_lines,
+    write_atomic,
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -73,49 +85,28 @@ LOWER_IS_BETTER = {"hd95", "asd"}
 
 
 @dataclass
-class Arguments:
+class Arguments(SweepArguments):
+    output_dir: str = field(default="reproduce_sdda", metadata={"help": "folder of runs/ and the tables"})
     dataset: str = field(default="synthetic_ultrasound", metadata={
         "help": "busi | siim_acr | synthetic_ultrasound"})
     data_root: Optional[str] = field(default=None, metadata={"help": "dataset folder (busi, siim_acr)"})
-    seeds: Optional[list[int]] = field(default=None, metadata={
-        "help": "training seeds (default: the preset's, 0 1 2; quick: 0 1)"})
     mask_ratios: Optional[list[float]] = field(default=None, metadata={
         "help": "pre-training mask ratios of the Figures 2/3 sweep (0.6, the paper's, is always run)"})
-    output_dir: str = field(default="reproduce_sdda", metadata={"help": "folder of runs/ and the tables"})
-    preset: str = field(default="default", metadata={"help": "quick | default | paper (see SDDA_BUDGETS)"})
-    quick: bool = field(default=False, metadata={"help": "same as --preset quick"})
     sd_weight: Optional[float] = field(default=None, metadata={
         "help": "weight of the SD term in the (DAT & SD) pre-trainings (default: the model config's)"})
-    num_threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads per run"})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader workers per run"})
-    progress_bar: bool = field(default=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The plan
 # ---------------------------------------------------------------------------------------------------------------
-def _budget(args: Arguments) -> dict:
-    preset = "quick" if args.quick else args.preset
-    if preset not in SDDA_BUDGETS:
-        raise ValueError(f"unknown --preset {preset!r}; choose one of {', '.join(SDDA_BUDGETS)}")
-    return {**SDDA_BUDGETS[preset], "name": preset}
-
-
 def check_arguments(args: Arguments) -> dict:
     """Validate everything before any file is written; returns the budget with seeds and mask ratios resolved."""
     dataset = args.dataset.strip().lower().replace("-", "_")
     if dataset not in SDDA_DATASETS:
         raise ValueError(f"medmae reproduce sdda: unknown --dataset {args.dataset!r}; choose one of "
                          f"{', '.join(SDDA_DATASETS)}")
-    if not dataset.startswith("synthetic"):
-        if not args.data_root:
-            raise ValueError(f"--dataset {dataset} needs --data_root (the dataset folder as published)")
-        if not Path(args.data_root).is_dir():
-            raise FileNotFoundError(f"--data_root {args.data_root}: no such folder")
-    budget = _budget(args)
-    seeds = list(args.seeds) if args.seeds is not None else list(budget["seeds"])
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds must be distinct integers, at least one, got {seeds}")
+    check_data_root(dataset, args.data_root)
+    budget = resolve_budget(args, SDDA_BUDGETS)
     ratios = list(args.mask_ratios) if args.mask_ratios is not None else list(budget["mask_ratios"])
     if args.mask_ratios is not None and not args.mask_ratios:
         raise ValueError("--mask_ratios is empty: give at least one ratio in (0, 1), e.g. --mask_ratios 0.4 0.6 0.8")
@@ -125,7 +116,7 @@ def check_arguments(args: Arguments) -> dict:
     if args.sd_weight is not None and args.sd_weight <= 0:
         raise ValueError(f"--sd_weight must be positive (the (DAT) rows already run without SD), got {args.sd_weight}")
     ratios = sorted(set(ratios) | {PAPER_MASK_RATIO})
-    return {**budget, "dataset": dataset, "seeds": seeds, "mask_ratios": ratios}
+    return {**budget, "dataset": dataset, "mask_ratios": ratios}
 
 
 def _common_argv(args: Arguments, budget: dict, seed: int) -> list[str]:

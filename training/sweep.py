@@ -20,6 +20,40 @@ from typing import Callable, Optional, Sequence
 
 
 @dataclass
+class SweepArguments:
+    """The arguments every ``medmae reproduce`` method takes (each method's ``Arguments`` adds its own)."""
+
+    output_dir: str = field(default="reproduce", metadata={"help": "folder of runs/ and the tables"})
+    seeds: Optional[list[int]] = field(default=None, metadata={"help": "training seeds (default: the budget's)"})
+    preset: str = field(default="default", metadata={"help": "budget: quick | default | paper"})
+    quick: bool = field(default=False, metadata={"help": "same as --preset quick"})
+    num_threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads per run"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers per run"})
+    progress_bar: bool = field(default=False)
+
+
+def resolve_budget(args: SweepArguments, budgets: dict) -> dict:
+    """The chosen budget (``--quick`` = ``--preset quick``) with its name and the seeds, validated."""
+    name = "quick" if args.quick else args.preset
+    if name not in budgets:
+        raise ValueError(f"unknown --preset {name!r}; choose one of {', '.join(budgets)}")
+    seeds = list(args.seeds) if args.seeds is not None else list(budgets[name]["seeds"])
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must be distinct integers, at least one, got {seeds}")
+    return {**budgets[name], "name": name, "seeds": seeds}
+
+
+def check_data_root(dataset: str, data_root: Optional[str]) -> None:
+    """A real dataset needs an existing ``--data_root`` (the synthetic ones are generated)."""
+    if dataset.startswith("synthetic"):
+        return
+    if not data_root:
+        raise ValueError(f"--dataset {dataset} needs --data_root (the dataset folder as published)")
+    if not Path(data_root).is_dir():
+        raise FileNotFoundError(f"--data_root {data_root}: no such folder")
+
+
+@dataclass
 class Run:
     """One run of a sweep: a ``pretrain`` / ``finetune`` command line, or an in-process step (``script="call"``
     with ``call`` returning the run_info-like dict, cached as ``run_info.json`` in the run's folder)."""
