@@ -23,7 +23,6 @@ are compared pairwise per seed (verdict rule: ``training/sweep.py``); the data a
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -32,13 +31,12 @@ from .sweep import (
     Run,
     SweepArguments,
     cell,
-    check_data_root,
+    check_dataset,
     check_plan,
+    execute,
     resolve_budget,
-    run_all,
     verdict,
     verdict_lines,
-    write_atomic,
 )
 
 # Sizes on the synthetic chest X-rays (64 px, 8 px patches = 64 tokens). The student is ETMAEConfig "tiny_test"
@@ -90,11 +88,7 @@ class Arguments(SweepArguments):
 
 def check_arguments(args: Arguments) -> dict:
     """Validate everything before any file is written; returns the budget with names resolved."""
-    dataset = args.dataset.strip().lower().replace("-", "_")
-    if dataset not in ETMAE_DATASETS:
-        raise ValueError(f"medmae reproduce etmae: unknown --dataset {args.dataset!r}; choose one of "
-                         f"{', '.join(ETMAE_DATASETS)}")
-    check_data_root(dataset, args.data_root)
+    dataset = check_dataset("etmae", args.dataset, ETMAE_DATASETS, args.data_root)
     budget = resolve_budget(args, ETMAE_BUDGETS)
     given = _teacher_paths(args.teacher_paths)
     unknown = [t for t in list(args.teachers) + list(given) if t not in budget["teachers"]]
@@ -390,12 +384,4 @@ def reproduce(args: Arguments, command: str) -> dict:
                keys=("method", "dataset", "data_root", "pretrain_dataset", "preset", "teacher_paths"))
     print(f"medmae reproduce etmae: {len(runs)} runs ({budget['name']} budget, teachers {budget['teacher_names']}, "
           f"seeds {budget['seeds']}) in {out}", flush=True)
-    started = time.perf_counter()
-    infos = run_all(runs)
-    result = collect(runs, infos, budget, command)
-    result["wall_time_s"] = round(time.perf_counter() - started, 1)
-    write_atomic(out / "ablation.json", json.dumps(result, indent=2))
-    text = ablation_markdown(result)
-    write_atomic(out / "ablation.md", text)
-    print("\n" + text)
-    return result
+    return execute(out, runs, lambda infos: collect(runs, infos, budget, command), ablation_markdown)

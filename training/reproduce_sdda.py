@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -35,14 +34,13 @@ from .sweep import (
     Run,
     SweepArguments,
     cell,
-    check_data_root,
+    check_dataset,
     check_plan,
     mean_sd,
+    execute,
     resolve_budget,
-    run_all,
     verdict,
     verdict_lines,
-    write_atomic,
 )
 
 
@@ -101,11 +99,7 @@ class Arguments(SweepArguments):
 # ---------------------------------------------------------------------------------------------------------------
 def check_arguments(args: Arguments) -> dict:
     """Validate everything before any file is written; returns the budget with seeds and mask ratios resolved."""
-    dataset = args.dataset.strip().lower().replace("-", "_")
-    if dataset not in SDDA_DATASETS:
-        raise ValueError(f"medmae reproduce sdda: unknown --dataset {args.dataset!r}; choose one of "
-                         f"{', '.join(SDDA_DATASETS)}")
-    check_data_root(dataset, args.data_root)
+    dataset = check_dataset("sdda", args.dataset, SDDA_DATASETS, args.data_root)
     budget = resolve_budget(args, SDDA_BUDGETS)
     ratios = list(args.mask_ratios) if args.mask_ratios is not None else list(budget["mask_ratios"])
     if args.mask_ratios is not None and not args.mask_ratios:
@@ -280,16 +274,8 @@ def reproduce(args: Arguments, command: str) -> dict:
                keys=("method", "dataset", "data_root", "preset", "sd_weight"))
     print(f"medmae reproduce sdda: {len(runs)} runs ({budget['name']} budget, seeds {budget['seeds']}, mask ratios "
           f"{budget['mask_ratios']}) in {out}", flush=True)
-    started = time.perf_counter()
-    infos = run_all(runs)
-    result = collect(runs, infos, budget, command)
-    result["wall_time_s"] = round(time.perf_counter() - started, 1)
-    write_atomic(out / "ablation.json", json.dumps(result, indent=2))
-    if len(budget["mask_ratios"]) > 1:
-        mask_ratio_figure(result, out / "mask_ratio.png")
-    text = ablation_markdown(result)
-    write_atomic(out / "ablation.md", text)
-    print("\n" + text)
-    return result
+    figure = (lambda result, folder: mask_ratio_figure(result, folder / "mask_ratio.png")) \
+        if len(budget["mask_ratios"]) > 1 else None
+    return execute(out, runs, lambda infos: collect(runs, infos, budget, command), ablation_markdown, figure)
 
 

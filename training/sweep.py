@@ -43,14 +43,19 @@ def resolve_budget(args: SweepArguments, budgets: dict) -> dict:
     return {**budgets[name], "name": name, "seeds": seeds}
 
 
-def check_data_root(dataset: str, data_root: Optional[str]) -> None:
-    """A real dataset needs an existing ``--data_root`` (the synthetic ones are generated)."""
+def check_dataset(method: str, name: str, choices, data_root: Optional[str]) -> str:
+    """The normalised dataset name, one of ``choices``; a real dataset needs an existing ``--data_root`` (the
+    synthetic ones are generated)."""
+    dataset = name.strip().lower().replace("-", "_")
+    if dataset not in choices:
+        raise ValueError(f"medmae reproduce {method}: unknown --dataset {name!r}; choose one of {', '.join(choices)}")
     if dataset.startswith("synthetic"):
-        return
+        return dataset
     if not data_root:
         raise ValueError(f"--dataset {dataset} needs --data_root (the dataset folder as published)")
     if not Path(data_root).is_dir():
         raise FileNotFoundError(f"--data_root {data_root}: no such folder")
+    return dataset
 
 
 @dataclass
@@ -116,6 +121,25 @@ def run_all(runs: list[Run]) -> dict:
         infos[run.name] = run_one(run)
         print(f"[{index}/{len(runs)}] {run.name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return infos
+
+
+def execute(out: Path, runs: list[Run], collect: Callable[[dict], dict], markdown: Callable[[dict], str],
+            figure: Optional[Callable[[dict, Path], object]] = None) -> dict:
+    """Run (or read back) every run, then write ``ablation.json``, the figure and ``ablation.md`` -- each whole,
+    and only once every run has finished."""
+    import time
+
+    started = time.perf_counter()
+    infos = run_all(runs)
+    result = collect(infos)
+    result["wall_time_s"] = round(time.perf_counter() - started, 1)
+    write_atomic(out / "ablation.json", json.dumps(result, indent=2))
+    if figure is not None:
+        figure(result, out)
+    text = markdown(result)
+    write_atomic(out / "ablation.md", text)
+    print("\n" + text)
+    return result
 
 
 def mean_sd(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optional[float], int]:
