@@ -161,8 +161,9 @@ class ETMAEConfig(PretrainedConfig):
         self.distill_normalize = distill_normalize
         self.distill_include_cls = distill_include_cls
         self.distill_weight = distill_weight
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
+        # one number is one value for every channel, as image processors accept
+        self.image_mean = [image_mean] if isinstance(image_mean, (int, float)) else list(image_mean)
+        self.image_std = [image_std] if isinstance(image_std, (int, float)) else list(image_std)
         self.teacher_image_mean = list(teacher_image_mean) if teacher_image_mean is not None else None
         self.teacher_image_std = list(teacher_image_std) if teacher_image_std is not None else None
         self.teacher_source_statistics = (
@@ -207,6 +208,8 @@ class ETMAEConfig(PretrainedConfig):
         for name in ("image_mean", "image_std"):
             if len(getattr(self, name)) not in (1, self.num_channels):
                 raise ValueError(f"{name} has {len(getattr(self, name))} values for {self.num_channels} channels")
+        if min(self.image_std) <= 0:
+            raise ValueError(f"image_std must be positive (it divides the pixels), got {self.image_std}")
         for source, stats in (self.teacher_source_statistics or {}).items():
             for name in ("image_mean", "image_std"):
                 if len(stats[name]) not in (1, self.num_channels) or (name == "image_std" and min(stats[name]) <= 0):

@@ -246,8 +246,9 @@ class SDDAMAEConfig(PretrainedConfig):
         self.dice_squared = dice_squared
         self.dice_smooth = dice_smooth
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
+        # one number is one value for every channel, as image processors accept
+        self.image_mean = [image_mean] if isinstance(image_mean, (int, float)) else list(image_mean)
+        self.image_std = [image_std] if isinstance(image_std, (int, float)) else list(image_std)
         self.crop_scale = list(crop_scale)
         self.pretrain_recipe = pretrain_recipe if pretrain_recipe is not None else dict(
             optimizer="adamw", betas=[0.9, 0.95], learning_rate=2e-4, weight_decay=0.05, warmup_ratio=0.1,
@@ -353,6 +354,8 @@ class SDDAMAEConfig(PretrainedConfig):
         for name in ("image_mean", "image_std"):
             if len(getattr(self, name)) not in (1, self.num_channels):
                 raise ValueError(f"{name} has {len(getattr(self, name))} values for {self.num_channels} channels")
+        if min(self.image_std) <= 0:
+            raise ValueError(f"image_std must be positive (it divides the pixels), got {self.image_std}")
         if self.focal_gamma < 0:
             raise ValueError(f"focal_gamma must be >= 0, got {self.focal_gamma}")
 

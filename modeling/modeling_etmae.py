@@ -495,6 +495,7 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         mask_ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         if not 0 < mask_ratio < 1:
             raise ValueError(f"pre-training needs 0 < mask_ratio < 1, got {mask_ratio}")
@@ -505,7 +506,7 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
         distill = self.teacher is not None
         need_states = output_hidden_states or distill
         x, mask, ids_restore, hidden_states, attentions = self.etmae.forward_encoder(
-            pixel_values, mask_ratio, noise, None, need_states, bool(output_attentions), interpolate_pos_encoding
+            pixel_values, mask_ratio, noise, None, need_states, output_attentions, interpolate_pos_encoding
         )
         latent = self.etmae.norm(x)
         pred = self.decoder(latent, ids_restore, None if grid == self.etmae.grid_size else grid)

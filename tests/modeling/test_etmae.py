@@ -431,3 +431,15 @@ def test_patch_projection_gets_the_mae_initialisation_from_scratch_and_when_miss
     reloaded = ETMAEForPreTraining.from_pretrained(tmp_path)
     loaded = reloaded.etmae.patch_embed.proj
     assert float(loaded.weight.abs().max()) <= bound and float(loaded.bias.abs().max()) == 0.0  # not garbage
+
+
+def test_scalar_statistics_and_config_output_attentions():
+    from medmae import SDDAMAEConfig
+
+    assert ETMAEConfig.from_preset("tiny_test", image_mean=0.5, image_std=0.25).image_std == [0.25]
+    assert SDDAMAEConfig.from_preset("tiny_test", image_std=0.25).image_std == [0.25]
+    with pytest.raises(ValueError, match="image_std must be positive"):
+        ETMAEConfig.from_preset("tiny_test", image_std=0.0)
+    model = ETMAEForPreTraining(tiny(output_attentions=True, teacher_hidden_size=None)).eval()
+    out = model(images(), noise=torch.rand(2, 16))
+    assert out.attentions is not None and len(out.attentions) == 4
