@@ -64,13 +64,23 @@ def loss_curves(history: list[dict], path, title: str = "") -> Path:
         ax.legend(fontsize=7)
     if diagnostics:
         ax = axes[0, 1]
-        _plot_series(ax, train, diagnostics)
+        nats = [k for k in diagnostics if not k.endswith(("_ratio", "_weight"))]
+        _plot_series(ax, train, nats)
         if "sd_entropy_max" in keys:
             ax.axhline(train[0]["sd_entropy_max"], color="grey", ls="--", lw=1, label="ln K (uniform teacher)")
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("nats / ratio")
+        ax.set_ylabel("nats")
         ax.set_title(f"{title} self-distillation diagnostics".strip(), fontsize=9)
-        ax.legend(fontsize=7)
+        handles, labels = ax.get_legend_handles_labels()
+        others = [k for k in diagnostics if k not in nats]
+        if others:  # gradient ratio (and SD weight) on their own log axis, so a spike hides nothing
+            right = ax.twinx()
+            _plot_series(right, train, others, ls=":", color="black")
+            right.set_yscale("log")
+            right.set_ylabel(", ".join(others) + " (log)", fontsize=7)
+            more_handles, more_labels = right.get_legend_handles_labels()
+            handles, labels = handles + more_handles, labels + more_labels
+        ax.legend(handles, labels, fontsize=7)
     if val:
         ax = axes[0, panels - 1]
         names = [k for k in val[-1] if k not in ("step", "epoch", "split") and isinstance(val[-1][k], (int, float))]
