@@ -610,7 +610,7 @@ class SDDAMAEPreTrainedModel(MedMAEPreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, ChannelAttention):
             init.ones_(module.temperature)
-        elif isinstance(module, SDDAMAEModel):
+        elif isinstance(module, SDDAMAEModel) and module.mask_token is not None:
             init.normal_(module.mask_token, std=std)
         elif isinstance(module, BatchStandardize):
             init.zeros_(module.running_mean)
@@ -644,13 +644,18 @@ class SDDAMAEModel(SDDAMAEPreTrainedModel):
     """The SDDA-MAE encoder: patch embedding, optional window masking, DAT stages with patch merging.
 
     Masking happens only when ``apply_mask=True`` or ``noise`` is given (pre-training); fine-tuning and feature
-    extraction see the whole image.
+    extraction see the whole image. The mask token exists only where masking happens (``use_mask_token=True``,
+    as Swin's ``use_mask_token``): pre-training builds it, fine-tuning and ``AutoModel`` do not, so every trainable
+    parameter receives a gradient (DDP needs no unused-parameter search) and a pre-training checkpoint's
+    ``mask_token`` is dropped on load without a report.
     """
 
-    def __init__(self, config: SDDAMAEConfig):
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)mask_token$"]
+
+    def __init__(self, config: SDDAMAEConfig, use_mask_token: bool = False):
         super().__init__(config)
         self.patch_embed = SDDAMAEPatchEmbeddings(config)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_sizes[0]))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_sizes[0])) if use_mask_token else None
         rates = _drop_path_rates(config)
         self.stages = nn.ModuleList(SDDAMAEEncoderStage(config, i, rates[i]) for i in range(config.num_stages))
         self.post_init()
@@ -665,6 +670,9 @@ class SDDAMAEModel(SDDAMAEPreTrainedModel):
 
     def window_masking(self, x: torch.Tensor, grid: tuple[int, int], noise: Optional[torch.Tensor] = None):
         """Swin-MAE window masking with this model's mask token, ratio and unit (see ``sdda_layers.window_masking``)."""
+        if self.mask_token is None:
+            raise ValueError("this SDDAMAEModel has no mask token (use_mask_token=False: fine-tuning and feature "
+                             "extraction see whole images); build SDDAMAEModel(config, use_mask_token=True) to mask")
         return window_masking(x, grid, self.mask_token, self.config.mask_ratio, self.config.mask_unit_patches, noise)
 
     def forward_encoder(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None, apply_mask: bool = False):
@@ -711,7 +719,7 @@ class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
 
     def __init__(self, config: SDDAMAEConfig):
         super().__init__(config)
-        self.sdda_mae = SDDAMAEModel(config)
+        self.sdda_mae = SDDAMAEModel(config, use_mask_token=True)
         self.decoder = SDDAMAEDecoder(config)
         self.pixel_head = nn.Linear(config.hidden_sizes[0], config.patch_size**2 * config.num_channels)
         self.sd_encoder_head = _sd_head(config, config.hidden_sizes[-1])
@@ -838,7 +846,7 @@ class SDDAMAEFineTuningModel(SDDAMAEPreTrainedModel):
     new skip connections (``skip.*``) and the task heads. Subclasses choose the heads."""
 
     _keys_to_ignore_on_load_unexpected = [r"^pixel_head\.", r"^sd_encoder_head\.", r"^sd_decoder_head\.",
-                                          r"^sd_teacher_norm\.", r"^sd_center\."]
+                                          r"^sd_teacher_norm\.", r"^sd_center\.", r"^sdda_mae\.mask_token$"]
     has_segmentation_head = True
     has_classification_head = True
 

@@ -20,7 +20,7 @@ from medmae.modeling.sdda_layers import window_masking
 # Default preset, 512 px: the method notes' 26.4M (section 5.2) minus DAE-Former's 90,112 dead MixFFN norms and
 # the 512 biases the frozen teacher head does not have (sd_mode="frozen_teacher"; 512 of them frozen x 128 inputs).
 DEFAULT_PRETRAINING_PARAMS = 26_307_456
-DEFAULT_JOINT_PARAMS = 26_448_276
+DEFAULT_JOINT_PARAMS = 26_448_148  # no mask token in fine-tuning (128 parameters)
 TINY_PRETRAINING_PARAMS = 204_250
 
 
@@ -122,7 +122,7 @@ def test_window_masking_numbers(grid, ratio):
 
 
 def test_model_masks_only_with_noise_or_apply_mask():
-    model = SDDAMAEModel(tiny()).eval()
+    model = SDDAMAEModel(tiny(), use_mask_token=True).eval()
     out = model(images())
     assert out.mask is None and out.unit_mask is None
     out = model(images(), noise=noise())
@@ -272,8 +272,9 @@ def test_fine_tuning_transfers_encoder_and_decoder_and_matches_at_step_zero(tmp_
     pretrained = _perturbed_pretraining(tmp_path)
     joint = SDDAMAEForSegmentationAndClassification.from_pretrained(tmp_path).eval()
     source, target = pretrained.state_dict(), joint.state_dict()
-    shared = [k for k in source if k.startswith(("sdda_mae.", "decoder."))]
+    shared = [k for k in source if k.startswith(("sdda_mae.", "decoder.")) and k != "sdda_mae.mask_token"]
     assert len(shared) == len([k for k in target if k.startswith(("sdda_mae.", "decoder."))])
+    assert "sdda_mae.mask_token" in source and "sdda_mae.mask_token" not in target  # masking is pre-training only
     for key in shared:
         assert torch.equal(source[key], target[key]), key
     assert not any(k.startswith(("pixel_head", "sd_")) for k in target)
@@ -305,7 +306,7 @@ def test_encoder_only_transfer_reinitialises_the_decoder(tmp_path):
     model = SDDAMAEForSegmentationAndClassification.from_pretraining(pretrained, transfer="encoder")
     assert model.transferred_keys and all(k.startswith("sdda_mae.") for k in model.transferred_keys)
     source, target = pretrained.state_dict(), model.state_dict()
-    assert all(torch.equal(source[k], target[k]) for k in source if k.startswith("sdda_mae."))
+    assert all(torch.equal(source[k], target[k]) for k in source if k.startswith("sdda_mae.") and k in target)
     decoder_keys = [k for k in source if k.startswith("decoder.")]
     assert not any(torch.equal(source[k], target[k]) for k in decoder_keys if k.endswith(".expand.weight"))
     with pytest.raises(ValueError, match="transfer must be"):
@@ -407,3 +408,26 @@ def test_forwards_refuse_unknown_arguments_and_return_hidden_states_only_when_as
     with pytest.raises(ValueError, match="no softmax attention maps"):
         SDDAMAEForSemanticSegmentation(tiny())(x, output_attentions=True)
     assert SDDAMAEForImageClassification(tiny())(x, interpolate_pos_encoding=True).logits.shape[0] == 2
+
+
+@pytest.mark.parametrize("cls", [SDDAMAEForSegmentationAndClassification, SDDAMAEForSemanticSegmentation,
+                                 SDDAMAEForImageClassification])
+def test_every_trainable_fine_tuning_parameter_gets_a_gradient(cls, tmp_path):
+    model = cls(tiny(cls_id2label={0: "a", 1: "b", 2: "c"})).train()
+    assert model.sdda_mae.mask_token is None  # no masking in fine-tuning: no mask token (Swin's use_mask_token)
+    kwargs = {"labels": torch.tensor([0, 2])} if cls is SDDAMAEForImageClassification else \
+        {"labels": (images()[:, 0] > 0).long()}
+    if cls is SDDAMAEForSegmentationAndClassification:
+        kwargs["class_labels"] = torch.tensor([0, 2])
+    model(images(), **kwargs).loss.backward()
+    dead = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert dead == []  # a 2-process DDP fine-tuning crashed at step 2 on the unused mask token in 0.1
+    # a pre-training checkpoint (with its mask token) loads into the fine-tuning and base models silently
+    pretraining_model().save_pretrained(tmp_path)
+    base, info = SDDAMAEModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert base.mask_token is None and not info["missing_keys"]
+    assert not [k for k in info["unexpected_keys"] if "mask_token" in k]  # the decoder keys are reported as usual
+    with pytest.raises(ValueError, match="use_mask_token=True"):
+        base(images(), noise=noise())
+    masked = SDDAMAEModel.from_pretrained(tmp_path, use_mask_token=True)
+    assert masked(images(), noise=noise()).mask is not None

@@ -131,3 +131,20 @@ def test_teacher_standardisation_uses_the_global_batch_under_ddp():
     for _, _, mean, var in results:
         torch.testing.assert_close(mean, single.running_mean, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(var, single.running_var, atol=1e-6, rtol=1e-5)
+
+
+def test_two_process_sdda_joint_fine_tuning_runs_past_step_2(tmp_path):
+    """0.1 crashed at step 2 ("Parameter indices which did not receive grad"): the unused fine-tuning mask token."""
+    data = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 48, "image_size": 32}',
+            "--image_size", "32", "--batch_size", "4", "--report_to", "none", "--figures", "False", "--progress_bar",
+            "False"]
+    pretrain.main(["--preset", "demo", *data, "--max_steps", "2", "--output_dir", str(tmp_path / "pre")])
+    out = tmp_path / "ft"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "medmae.training.finetune", "--preset", "demo", *data, "--max_steps", "4",
+               "--init_from", str(tmp_path / "pre"), "--output_dir", str(out)]
+    result = subprocess.run(command, env={**_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True,
+                            timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["num_processes"] == 2 and info["hyperparameters"]["total_steps"] == 4
