@@ -464,14 +464,14 @@ class SDDAMAESegmentationHead(nn.Module):
 
 
 class SDDAMAEClassificationHead(nn.Module):
-    """Diagnosis head (A8): token mean of the source features -> LayerNorm -> Linear(num_cls_labels)."""
+    """Diagnosis head (A8): token mean of the source features -> LayerNorm -> Linear(num_classes)."""
 
-    def __init__(self, config: SDDAMAEConfig):
+    def __init__(self, config: SDDAMAEConfig, num_classes: int):
         super().__init__()
         widths = config.hidden_sizes
         dim = {"bottleneck": widths[-1], "decoder": widths[0], "multi_scale": sum(widths)}[config.cls_source]
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.classifier = nn.Linear(dim, config.num_cls_labels)
+        self.classifier = nn.Linear(dim, num_classes)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """features: list of [B, N, C] token sets; their means are concatenated."""
@@ -861,8 +861,15 @@ class SDDAMAEFineTuningModel(SDDAMAEPreTrainedModel):
         elif needs_decoder and config.skip_mode == "same_scale_concat":
             self.skip = SDDAMAESameScaleSkip(config)
         self.segmentation_head = SDDAMAESegmentationHead(config) if self.has_segmentation_head else None
-        self.classification_head = SDDAMAEClassificationHead(config) if self.has_classification_head else None
+        self.classification_head = SDDAMAEClassificationHead(config, self.num_classification_labels(config)) \
+            if self.has_classification_head else None
         self.post_init()
+
+    @staticmethod
+    def num_classification_labels(config: SDDAMAEConfig) -> int:
+        """Outputs of the diagnosis head: the joint model's ``cls_id2label`` (``id2label`` names its segmentation
+        classes there)."""
+        return config.num_cls_labels
 
     @classmethod
     def from_pretraining(
@@ -953,12 +960,40 @@ class SDDAMAEForSemanticSegmentation(SDDAMAEFineTuningModel):
 
 
 class SDDAMAEForImageClassification(SDDAMAEFineTuningModel):
-    """Diagnosis fine-tuning: head on the bottleneck (``cls_source``), loss ``cls_loss_weight * (CE + focal)``.
-
-    Labels index ``config.cls_id2label`` (``config.id2label`` holds the segmentation classes).
+    """Diagnosis fine-tuning with the image-classifier contract of transformers: ``config.id2label`` /
+    ``num_labels`` are ITS classes (what ``pipeline("image-classification")`` names), and ``problem_type`` chooses
+    the loss -- ``single_label_classification``: ``cls_loss_weight * (CE + focal)`` as the paper's diagnosis term;
+    ``multi_label_classification``: BCE with logits; ``regression``: MSE. When ``problem_type`` is None it is set
+    from the first labels as transformers does (1 label: regression; integer labels: single-label; else
+    multi-label). Head on the bottleneck (``cls_source``).
     """
 
     has_segmentation_head = False
+
+    @staticmethod
+    def num_classification_labels(config: SDDAMAEConfig) -> int:
+        return config.num_labels
+
+    def image_classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss chosen by ``config.problem_type`` (see the class docstring). logits: [B, num_labels]."""
+        config = self.config
+        if config.problem_type is None:
+            config.problem_type = ("regression" if config.num_labels == 1 else "single_label_classification"
+                                   if not labels.is_floating_point() else "multi_label_classification")
+        if config.problem_type == "single_label_classification":
+            if labels.ndim != 1 or labels.is_floating_point() or int(labels.min()) < 0 \
+                    or int(labels.max()) >= config.num_labels:
+                raise ValueError(f"single-label targets must be class ids in [0, {config.num_labels}) of shape "
+                                 f"[batch] (config.id2label), got {labels.dtype} {list(labels.shape)}")
+            return config.cls_loss_weight * (F.cross_entropy(logits.float(), labels)
+                                             + focal_loss(logits, labels, config.focal_gamma, config.focal_alpha))
+        if config.problem_type == "multi_label_classification":
+            if labels.shape != logits.shape:
+                raise ValueError(f"multi-label targets must have shape {list(logits.shape)}, got {list(labels.shape)}")
+            return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        if config.problem_type == "regression":
+            return F.mse_loss(logits.float().squeeze(-1), labels.float().reshape(logits.shape[0], -1).squeeze(-1))
+        raise ValueError(f"unknown problem_type {config.problem_type!r}")
 
     def forward(
         self,
@@ -968,12 +1003,13 @@ class SDDAMAEForImageClassification(SDDAMAEFineTuningModel):
         return_dict: Optional[bool] = None,
         **kwargs,
     ):
-        """pixel_values: [B, C, H, W]; labels: [B] ids in [0, num_cls_labels). Logits [B, num_cls_labels]."""
+        """pixel_values: [B, C, H, W]; labels: [B] ids in [0, num_labels), [B, num_labels] multi-hot, or [B]
+        values (regression). Logits [B, num_labels]."""
         self._check_forward_kwargs(kwargs)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        _, logits, _, cls_loss, features = self.compute(pixel_values, class_labels=labels)
-        out = ImageClassifierOutput(loss=supervised_loss(None, cls_loss, self.config), logits=logits,
-                                    hidden_states=features if output_hidden_states else None)
+        _, logits, _, _, features = self.compute(pixel_values)
+        loss = None if labels is None else self.image_classification_loss(logits, labels.to(logits.device))
+        out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=features if output_hidden_states else None)
         return out if self._return_dict(return_dict) else out.to_tuple()
 
 

@@ -413,7 +413,8 @@ def test_forwards_refuse_unknown_arguments_and_return_hidden_states_only_when_as
 @pytest.mark.parametrize("cls", [SDDAMAEForSegmentationAndClassification, SDDAMAEForSemanticSegmentation,
                                  SDDAMAEForImageClassification])
 def test_every_trainable_fine_tuning_parameter_gets_a_gradient(cls, tmp_path):
-    model = cls(tiny(cls_id2label={0: "a", 1: "b", 2: "c"})).train()
+    labels3 = {0: "a", 1: "b", 2: "c"}
+    model = cls(tiny(id2label=labels3) if cls is SDDAMAEForImageClassification else tiny(cls_id2label=labels3)).train()
     assert model.sdda_mae.mask_token is None  # no masking in fine-tuning: no mask token (Swin's use_mask_token)
     kwargs = {"labels": torch.tensor([0, 2])} if cls is SDDAMAEForImageClassification else \
         {"labels": (images()[:, 0] > 0).long()}
@@ -431,3 +432,37 @@ def test_every_trainable_fine_tuning_parameter_gets_a_gradient(cls, tmp_path):
         base(images(), noise=noise())
     masked = SDDAMAEModel.from_pretrained(tmp_path, use_mask_token=True)
     assert masked(images(), noise=noise()).mask is not None
+
+
+def test_image_classifier_follows_the_transformers_contract(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    from medmae import MedMAEImageProcessor
+
+    diagnoses = {0: "normal", 1: "benign", 2: "malignant"}
+    torch.manual_seed(0)
+    model = SDDAMAEForImageClassification(tiny(id2label=diagnoses)).eval()
+    assert model.classification_head.classifier.out_features == 3  # id2label are ITS classes
+    with torch.no_grad():
+        model.classification_head.classifier.weight.normal_(std=1.0)
+    model.save_pretrained(tmp_path)
+    MedMAEImageProcessor(size={"height": 64, "width": 64}).save_pretrained(tmp_path)
+    image = Image.fromarray((np.random.default_rng(0).random((70, 70)) * 255).astype(np.uint8))
+    result = pipeline("image-classification", model=str(tmp_path))(image, top_k=3)
+    assert {r["label"] for r in result} == {"normal", "benign", "malignant"}
+    x = images()
+    single = model(x, labels=torch.tensor([0, 2]))  # problem_type inferred: single-label, CE + focal
+    assert model.config.problem_type == "single_label_classification" and torch.isfinite(single.loss)
+    with pytest.raises(ValueError, match=r"class ids in \[0, 3\)"):
+        model(x, labels=torch.tensor([0, 3]))
+    multi = SDDAMAEForImageClassification(tiny(id2label=diagnoses, problem_type="multi_label_classification"))
+    torch.testing.assert_close(
+        multi(x, labels=torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])).loss,
+        torch.nn.functional.binary_cross_entropy_with_logits(multi(x).logits, torch.tensor([[1.0, 0.0, 1.0],
+                                                                                            [0.0, 1.0, 0.0]])))
+    regression = SDDAMAEForImageClassification(tiny(num_labels=1))
+    out = regression(x, labels=torch.tensor([0.5, 1.5]))
+    assert regression.config.problem_type == "regression"
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(-1), torch.tensor([0.5, 1.5])))
