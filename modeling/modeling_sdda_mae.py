@@ -987,13 +987,9 @@ class SDDAMAEForImageClassification(SDDAMAEFineTuningModel):
                                  f"[batch] (config.id2label), got {labels.dtype} {list(labels.shape)}")
             return config.cls_loss_weight * (F.cross_entropy(logits.float(), labels)
                                              + focal_loss(logits, labels, config.focal_gamma, config.focal_alpha))
-        if config.problem_type == "multi_label_classification":
-            if labels.shape != logits.shape:
-                raise ValueError(f"multi-label targets must have shape {list(logits.shape)}, got {list(labels.shape)}")
-            return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
-        if config.problem_type == "regression":
-            return F.mse_loss(logits.float().squeeze(-1), labels.float().reshape(logits.shape[0], -1).squeeze(-1))
-        raise ValueError(f"unknown problem_type {config.problem_type!r}")
+        if config.problem_type == "multi_label_classification" and labels.shape != logits.shape:
+            raise ValueError(f"multi-label targets must have shape {list(logits.shape)}, got {list(labels.shape)}")
+        return self.loss_function(labels, logits.float(), config)  # transformers' BCE / MSE by problem_type
 
     def forward(
         self,

@@ -162,13 +162,31 @@ def sd_gradient_ratio(model, out, weight: float) -> torch.Tensor:
     return (norm(weight * out.self_distillation_loss) / norm(out.reconstruction_loss).clamp_min(1e-12)).detach()
 
 
-def teacher_statistics(path: str, choice: Optional[str], teacher) -> tuple[dict, str]:
-    """The input statistics the teacher saw in its own pre-training, as ``set_teacher`` keyword arguments, and a
-    sentence saying how they were chosen (logged and kept in run_info.json). Never a silent default: a ``.pth``
-    teacher carries no statistics, so ``--teacher_normalization`` must say which."""
+def teacher_normalization_choices() -> list[str]:
+    """The names ``--teacher_normalization`` accepts: per-source sets, then single statistics."""
     from ..modeling.image_processing_medmae import NORMALIZATION_PRESETS, TEACHER_SOURCE_STATISTICS
 
-    choices = sorted(TEACHER_SOURCE_STATISTICS) + sorted(NORMALIZATION_PRESETS)
+    return sorted(TEACHER_SOURCE_STATISTICS) + sorted(NORMALIZATION_PRESETS)
+
+
+def check_teacher_statistics_choice(path: str, choice: Optional[str]) -> None:
+    """Before the teacher is loaded: an unknown choice, or a ``.pth`` teacher without one, is an error."""
+    choices = teacher_normalization_choices()
+    if choice is not None and choice not in choices:
+        raise ValueError(f"unknown --teacher_normalization {choice!r}; choose one of {', '.join(choices)}")
+    if choice is None and Path(path).is_file():
+        raise ValueError(f"teacher {Path(path).name} is a checkpoint file without input statistics: say what the "
+                         f"teacher was pre-trained with, --teacher_normalization {' | '.join(choices)} (medical_mae: "
+                         "NIH mean 0.5056 / std 0.252 and CheXpert ImageNet statistics, per image by source)")
+
+
+def teacher_statistics(path: str, choice: Optional[str], teacher) -> tuple[dict, str]:
+    """The input statistics the teacher saw in its own pre-training, as ``set_teacher`` keyword arguments, and a
+    sentence saying how they were chosen (logged and kept in run_info.json). Never a silent default: call
+    :func:`check_teacher_statistics_choice` first (a ``.pth`` teacher carries no statistics, so
+    ``--teacher_normalization`` must say which); without a choice, the teacher folder's config decides."""
+    from ..modeling.image_processing_medmae import NORMALIZATION_PRESETS, TEACHER_SOURCE_STATISTICS
+
     if choice in TEACHER_SOURCE_STATISTICS:
         stats = TEACHER_SOURCE_STATISTICS[choice]
         return {"source_statistics": stats}, f"--teacher_normalization {choice}: per source " + ", ".join(
@@ -176,26 +194,12 @@ def teacher_statistics(path: str, choice: Optional[str], teacher) -> tuple[dict,
     if choice in NORMALIZATION_PRESETS:
         mean, std = NORMALIZATION_PRESETS[choice]
         return {"image_mean": mean, "image_std": std}, f"--teacher_normalization {choice}: mean {mean} std {std}"
-    check_teacher_statistics_choice(path, choice)
     config = teacher.config
     if getattr(config, "teacher_source_statistics", None) or getattr(config, "image_mean", None) is None:
         raise ValueError(f"teacher {Path(path).name}: its config records no single input statistics; give "
-                         f"--teacher_normalization {' | '.join(choices)}")
+                         f"--teacher_normalization {' | '.join(teacher_normalization_choices())}")
     return ({"image_mean": config.image_mean, "image_std": config.image_std},
             f"the teacher folder's config: mean {config.image_mean} std {config.image_std}")
-
-
-def check_teacher_statistics_choice(path: str, choice: Optional[str]) -> None:
-    """Before the teacher is loaded: an unknown choice, or a ``.pth`` teacher without one, is an error."""
-    from ..modeling.image_processing_medmae import NORMALIZATION_PRESETS, TEACHER_SOURCE_STATISTICS
-
-    choices = sorted(TEACHER_SOURCE_STATISTICS) + sorted(NORMALIZATION_PRESETS)
-    if choice is not None and choice not in choices:
-        raise ValueError(f"unknown --teacher_normalization {choice!r}; choose one of {', '.join(choices)}")
-    if choice is None and Path(path).is_file():
-        raise ValueError(f"teacher {Path(path).name} is a checkpoint file without input statistics: say what the "
-                         f"teacher was pre-trained with, --teacher_normalization {' | '.join(choices)} (medical_mae: "
-                         "NIH mean 0.5056 / std 0.252 and CheXpert ImageNet statistics, per image by source)")
 
 
 def _teacher_source(path: str):
