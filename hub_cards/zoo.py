@@ -86,11 +86,18 @@ ZOO: tuple[ZooEntry, ...] = (
 _BY_NAME = {entry.name: entry for entry in ZOO}
 
 
+class UnknownZooEntry(KeyError, ValueError):
+    """A name that is not in the zoo (a ``KeyError`` as a lookup, a ``ValueError`` as a command-line value)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def get_entry(name: str) -> ZooEntry:
     """The zoo entry of a repository name or id (``org/name``)."""
     key = name.split("/")[-1]
     if key not in _BY_NAME:
-        raise KeyError(f"{name!r} is not in the medmae zoo; known: {', '.join(_BY_NAME)}")
+        raise UnknownZooEntry(f"{name!r} is not in the medmae zoo; known: {', '.join(_BY_NAME)}")
     return _BY_NAME[key]
 
 

@@ -52,6 +52,8 @@ class ModelArguments:
     init_from: Optional[str] = field(default=None, metadata={
         "help": "finetune: the pre-training run folder or its final/ folder (or any converted checkpoint "
                 "folder); pretrain: continue from weights"})
+    from_scratch: bool = field(default=False, metadata={
+        "help": "finetune: train from random weights (no --init_from), e.g. the papers' 'from scratch' rows"})
     transfer: str = field(default="encoder_decoder", metadata={
         "help": "SDDA-MAE fine-tuning transfer: encoder_decoder (paper) | encoder ('Only Encoder' ablation)"})
     teacher: Optional[str] = field(default=None, metadata={
@@ -138,6 +140,8 @@ class RunArguments:
     eval_steps: int = field(default=0, metadata={"help": "evaluate on validation every N steps (0: each epoch)"})
     logging_steps: int = field(default=10)
     resume: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoints/step_* path"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the outputs of a previous run in --output_dir (without it a non-empty folder is refused)"})
     metric_for_best: Optional[str] = field(default=None, metadata={
         "help": "validation metric that selects the best checkpoint (default per task; 'none' keeps the last)"})
     eval_test: bool = field(default=True, metadata={"help": "evaluate the chosen model on the test split at the end"})

@@ -114,9 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except NonFiniteLossError as error:
         print(f"medmae {command}: error: {error}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"medmae {command}: error: {message}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as error:  # user errors; an internal KeyError keeps its traceback
+        print(f"medmae {command}: error: {error}", file=sys.stderr)
         return 2
     except RuntimeError as error:
         if "is not available" in str(error):

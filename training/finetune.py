@@ -42,6 +42,10 @@ class FinetuneTask(TrainingTask):
         self.kind = KINDS[self.task]
         if self.metric_for_best is None and not self.run_args.metric_for_best:
             self.metric_for_best = "mauc" if self.kind == "multilabel" else "dice"
+        if bool(m.init_from) == m.from_scratch:
+            raise ValueError("medmae finetune: give --init_from (the pre-training run or weights to start from) or "
+                             "--from_scratch (random initial weights, deliberately)" if not m.init_from else
+                             f"medmae finetune: --init_from {m.init_from} and --from_scratch contradict each other")
         image_size = self._image_size()
         splits = load_splits(d, **synthetic_defaults(d, image_size))
         info = getattr(splits, "medmae_split_info", {}) or {}

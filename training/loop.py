@@ -9,14 +9,15 @@ figures); :func:`train` runs it:
   (seed, epoch) on every process (``dl.set_epoch(epoch)``);
 * the optimiser from :mod:`medmae.training.optim` and a per-iteration ``LambdaLR`` stepped once per
   optimizer step (it is NOT passed to ``accelerator.prepare``, whose scheduler wrapper steps
-  ``num_processes`` times per step; it is registered for checkpointing instead);
-* ``accelerator.save_state`` checkpoints in ``checkpoints/step_N`` every ``save_steps`` optimizer steps
-  (each epoch when 0) and at the end, each completed by a ``trainer_state.json`` written last (a
-  checkpoint without it is incomplete and never resumed from);
-* ``--resume latest|PATH``: ``load_state`` restores weights, optimiser, scheduler, sampler and every RNG;
-  the interrupted epoch continues with ``accelerator.skip_first_batches``. The DataLoader owns a
-  ``torch.Generator``, so building a new iterator on resume draws nothing from the global RNG and the
-  resumed run is bitwise identical to an uninterrupted one on CPU;
+  ``num_processes`` times per step);
+* checkpoints in ``checkpoints/step_N`` every ``save_steps`` optimizer steps (each epoch when 0) and at the
+  end, in formats that cannot run code when loaded (:mod:`medmae.training.checkpointing`), each completed by a
+  ``trainer_state.json`` written last (a checkpoint without it is incomplete and never resumed from);
+* ``--resume latest|PATH`` restores weights, optimiser, scheduler and every RNG after checking that the
+  checkpoint holds only medmae's files and that the run's arguments are the checkpoint's; the interrupted
+  epoch continues with ``accelerator.skip_first_batches``. The DataLoader owns a ``torch.Generator``, so
+  building a new iterator on resume draws nothing from the global RNG and the resumed run is bitwise
+  identical to an uninterrupted one on CPU;
 * a NaN/inf guard: a non-finite loss on any process stops every process BEFORE the backward pass, with
   a message naming the step and the last good checkpoint (which is kept);
 * losses taken in fp32 (``loss.float()`` after the autocast region; the models compute them in fp32);
@@ -31,13 +32,10 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import random
-import shutil
 import subprocess
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -46,10 +44,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from .args import args_to_dict, effective_batch_report, json_dict
+from .checkpointing import TrainState, checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint
 from .optim import build_optimizer, build_scheduler, scaled_lr
+from .output_folder import OutputFolder, launcher_rank
 
 TINY_MODEL_PARAMETERS = 5_000_000
-STATE_FILE = "trainer_state.json"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -260,63 +259,6 @@ def synthetic_defaults(data_args, image_size: int) -> dict:
 # ----------------------------------------------------------------------------------------------------
 # State and checkpoints
 # ----------------------------------------------------------------------------------------------------
-@dataclass
-class TrainState:
-    global_step: int = 0  # optimizer steps done
-    epoch: int = 0  # current epoch
-    batches_in_epoch: int = 0  # micro-batches of ``epoch`` already consumed
-    best_metric: Optional[float] = None
-    best_step: Optional[int] = None
-    wall_time_s: float = 0.0
-    history: list = field(default_factory=list)  # {"step", "epoch", "split": "train"|"validation", name: value}
-
-    def save(self, path: Path) -> None:
-        tmp = path / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, path / STATE_FILE)
-
-    @classmethod
-    def load(cls, path: Path) -> "TrainState":
-        return cls(**json.loads((Path(path) / STATE_FILE).read_text()))
-
-
-def checkpoint_dirs(output_dir) -> list[Path]:
-    """Complete checkpoints (with ``trainer_state.json``), oldest first."""
-    root = Path(output_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.glob("step_*") if (p / STATE_FILE).is_file() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
-def resolve_resume(resume: str, output_dir) -> Path:
-    """``latest`` -> the newest complete checkpoint of the run; a path -> that checkpoint (or a run folder)."""
-    if resume == "latest":
-        found = checkpoint_dirs(output_dir)
-        if not found:
-            raise FileNotFoundError(f"--resume latest: no complete checkpoint under {Path(output_dir) / 'checkpoints'}")
-        return found[-1]
-    path = Path(resume)
-    if (path / STATE_FILE).is_file():
-        return path
-    found = checkpoint_dirs(path)
-    if found:
-        return found[-1]
-    raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint ({STATE_FILE} missing)")
-
-
-def save_checkpoint(accelerator, state: TrainState, output_dir: Path, keep: int) -> Path:
-    path = output_dir / "checkpoints" / f"step_{state.global_step}"
-    accelerator.save_state(str(path))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state.save(path)
-        for old in checkpoint_dirs(output_dir)[:-max(keep, 1)]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return path
-
-
 # ----------------------------------------------------------------------------------------------------
 # Tasks
 # ----------------------------------------------------------------------------------------------------
@@ -451,7 +393,13 @@ def _write_json(path: Path, payload: dict) -> None:
 # The loop
 # ----------------------------------------------------------------------------------------------------
 def train(task: TrainingTask) -> dict:
-    """Run ``task`` end to end; returns the run_info dict (also written to ``run_info.json``)."""
+    """Run ``task`` end to end in its locked output folder; returns the run_info dict (``run_info.json``)."""
+    ra = task.run_args
+    with OutputFolder(task.output_dir, resume=bool(ra.resume), overwrite=ra.overwrite, main=launcher_rank() == 0):
+        return _train(task)
+
+
+def _train(task: TrainingTask) -> dict:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
@@ -487,21 +435,22 @@ def train(task: TrainingTask) -> dict:
 
     steps_per_epoch = max(math.ceil(len(train_dl) / oa.gradient_accumulation_steps), 1)
     total_steps = oa.max_steps or steps_per_epoch * oa.num_epochs
+    if total_steps <= 0:
+        raise ValueError(f"--num_epochs {oa.num_epochs} / --max_steps {oa.max_steps} give {total_steps} optimizer "
+                         "steps: nothing would be trained (an untrained model would be exported)")
     num_epochs = math.ceil(total_steps / steps_per_epoch)
     warmup = round(oa.warmup_ratio * total_steps) if oa.warmup_ratio is not None \
         else round(oa.warmup_epochs * steps_per_epoch)
     scheduler = build_scheduler(optimizer, total_steps, warmup, oa.scheduler, oa.min_lr, oa.poly_power)
-    accelerator.register_for_checkpointing(scheduler)
 
-    state = TrainState()
+    hyperparameters = args_to_dict(task.model_args, task.data_args, oa, ra)
+    state = TrainState(arguments=hyperparameters)
     resumed_from = None
     if ra.resume:
         resumed_from = resolve_resume(ra.resume, out)
-        accelerator.load_state(str(resumed_from))
-        state = TrainState.load(resumed_from)
+        state = load_checkpoint(accelerator, model, optimizer, scheduler, resumed_from, hyperparameters)
         accelerator.print(f"resumed from {resumed_from} (step {state.global_step}, epoch {state.epoch}, "
                           f"batch {state.batches_in_epoch})")
-    hyperparameters = args_to_dict(task.model_args, task.data_args, oa, ra)
     if accelerator.trackers is not None and ra.report_to == "tensorboard":
         accelerator.init_trackers(task.task, config=_tb_config({**hyperparameters, "lr_effective": lr}))
 
@@ -534,7 +483,7 @@ def train(task: TrainingTask) -> dict:
                         step=state.global_step)
         if metric_name is not None:
             if metric_name not in metrics:
-                raise KeyError(f"metric_for_best {metric_name!r} is not among the validation metrics "
+                raise ValueError(f"metric_for_best {metric_name!r} is not among the validation metrics "
                                f"{sorted(metrics)}")
             if _is_better(metrics[metric_name], state.best_metric, task.greater_is_better):
                 state.best_metric, state.best_step = float(metrics[metric_name]), state.global_step
@@ -547,7 +496,7 @@ def train(task: TrainingTask) -> dict:
         nonlocal last_saved
         state.wall_time_s += time.perf_counter() - clock[0]
         clock[0] = time.perf_counter()
-        save_checkpoint(accelerator, state, out, ra.save_total_limit)
+        save_checkpoint(accelerator, model, optimizer, scheduler, state, out, ra.save_total_limit)
         last_saved = state.global_step
 
     done = state.global_step >= total_steps

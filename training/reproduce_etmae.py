@@ -60,6 +60,11 @@ ETMAE_BUDGETS = {
     "default": dict(image_size=64, num_images=2000, teacher_epochs=25, student_epochs=8, finetune_epochs=12,
                     batch_size=32, seeds=(0, 1, 2), teachers=SYNTHETIC_TEACHERS, student=SYNTHETIC_STUDENT,
                     probe_images=2000),
+    # The demo's ETMAE setting (``medmae demo`` runs seed 0 of it): teacher S trained for 12 epochs instead of 25,
+    # so that the whole demo stays within 10 minutes on 2 CPU cores.
+    "demo": dict(image_size=64, num_images=2000, teacher_epochs=12, student_epochs=8, finetune_epochs=12,
+                 batch_size=32, seeds=(0, 1, 2), teachers=SYNTHETIC_TEACHERS, student=SYNTHETIC_STUDENT,
+                 probe_images=2000),
     "paper": dict(image_size=224, num_images=None, teacher_epochs=None, student_epochs=None, finetune_epochs=None,
                   batch_size=None, seeds=(0, 1, 2), teachers=PAPER_TEACHERS, student=None, probe_images=20000),
 }
@@ -127,8 +132,7 @@ def _data_argv(args: Arguments, budget: dict, pretraining: bool) -> list[str]:
             argv += ["--data_root", root]
         return argv + ["--dataset_kwargs", "{}"]
     if dataset == "synthetic_cxr":
-        return ["--dataset", dataset, "--dataset_kwargs",
-                json.dumps({"num_images": budget["num_images"], "image_size": budget["image_size"]})]
+        return synthetic_data_argv(budget)
     return ["--dataset", dataset, "--data_root", args.data_root, "--dataset_kwargs", "{}"]
 
 
@@ -138,13 +142,21 @@ def _common(args: Arguments, seed: int) -> list[str]:
     return argv + (["--num_threads", str(args.num_threads)] if args.num_threads else [])
 
 
-def _arch(budget: dict, overrides: Optional[dict]) -> list[str]:
+def synthetic_data_argv(budget: dict) -> list[str]:
+    """The synthetic chest X-ray set of a budget (its size and resolution; the data seed is the run's seed)."""
+    return ["--dataset", "synthetic_cxr", "--dataset_kwargs",
+            json.dumps({"num_images": budget["num_images"], "image_size": budget["image_size"]})]
+
+
+def arch_argv(budget: dict, overrides: Optional[dict]) -> list[str]:
+    """``--config_overrides`` of one architecture of a synthetic budget (nothing for the paper's presets)."""
     if overrides is None:
         return []
     return ["--config_overrides", json.dumps({**overrides, "image_size": budget["image_size"]})]
 
 
-def _pretrain_recipe(budget: dict, epochs_key: str, teacher: Optional[str] = None) -> list[str]:
+def pretrain_recipe(budget: dict, epochs_key: str, teacher: Optional[str] = None) -> list[str]:
+    """The pre-training recipe of a budget (teacher MAE, plain student MAE or distillation share it)."""
     if budget["name"] == "paper":
         if teacher is not None:
             return ["--preset", "chestxray14_teacher", "--model_preset", PAPER_TEACHERS[teacher]]
@@ -153,7 +165,8 @@ def _pretrain_recipe(budget: dict, epochs_key: str, teacher: Optional[str] = Non
             str(budget[epochs_key]), "--batch_size", str(budget["batch_size"])]
 
 
-def _finetune_recipe(budget: dict) -> list[str]:
+def finetune_recipe(budget: dict) -> list[str]:
+    """The multi-label fine-tuning recipe of a budget (layer-wise lr decay)."""
     if budget["name"] == "paper":
         return ["--preset", budget["dataset"]]
     return ["--preset", "demo_etmae", "--num_epochs", str(budget["finetune_epochs"]), "--lr", "3e-3",
@@ -176,8 +189,8 @@ def plan_etmae(args: Arguments, budget: dict, runs_dir: Path, probe) -> list[Run
             continue
         folder = runs_dir / f"pretrain_teacher_{name}"
         arch = budget["teachers"][name]
-        argv = [*_pretrain_recipe(budget, "teacher_epochs", name), *_data_argv(args, budget, True),
-                *(_arch(budget, arch) if isinstance(arch, dict) else []), *_common(args, 0), "--output_dir",
+        argv = [*pretrain_recipe(budget, "teacher_epochs", name), *_data_argv(args, budget, True),
+                *(arch_argv(budget, arch) if isinstance(arch, dict) else []), *_common(args, 0), "--output_dir",
                 str(folder)]
         runs.append(Run(folder.name, "pretrain", argv, 0))
         teacher_dirs[name] = folder
@@ -187,8 +200,8 @@ def plan_etmae(args: Arguments, budget: dict, runs_dir: Path, probe) -> list[Run
         for row, teacher in students.items():
             tag = "mae" if teacher is None else f"from_{teacher}"
             pre = runs_dir / f"pretrain_student_{tag}_seed{seed}"
-            argv = [*_pretrain_recipe(budget, "student_epochs"), *_data_argv(args, budget, True),
-                    *_arch(budget, budget["student"]), *_common(args, seed), "--output_dir", str(pre)]
+            argv = [*pretrain_recipe(budget, "student_epochs"), *_data_argv(args, budget, True),
+                    *arch_argv(budget, budget["student"]), *_common(args, seed), "--output_dir", str(pre)]
             if teacher is None:
                 argv += ["--task", "pretraining"]
             else:
@@ -196,9 +209,9 @@ def plan_etmae(args: Arguments, budget: dict, runs_dir: Path, probe) -> list[Run
             runs.append(Run(pre.name, "pretrain", argv, seed))
             runs += _evaluations(args, budget, runs_dir, f"student_{tag}", f"Student, {row}", pre, seed, probe)
         scratch = runs_dir / f"finetune_student_scratch_seed{seed}"
-        runs.append(Run(scratch.name, "finetune", [*_finetune_recipe(budget), *_data_argv(args, budget, False),
-                                                   *_arch(budget, budget["student"]), *_common(args, seed),
-                                                   "--output_dir", str(scratch)], seed,
+        runs.append(Run(scratch.name, "finetune", [*finetune_recipe(budget), *_data_argv(args, budget, False),
+                                                   *arch_argv(budget, budget["student"]), *_common(args, seed),
+                                                   "--from_scratch", "--output_dir", str(scratch)], seed,
                         row="Student from scratch (no pre-training)", extra={"kind": "finetune"}))
         probe_dir = runs_dir / f"probe_student_scratch_seed{seed}"
         runs.append(Run(probe_dir.name, "call", ["--output_dir", str(probe_dir)], seed,
@@ -215,7 +228,7 @@ def plan_etmae(args: Arguments, budget: dict, runs_dir: Path, probe) -> list[Run
 def _evaluations(args, budget, runs_dir, tag, row, source: Path, seed: int, probe) -> list:
     """Fine-tuning and linear probe of one pre-trained encoder."""
     folder = runs_dir / f"finetune_{tag}_seed{seed}"
-    argv = [*_finetune_recipe(budget), *_data_argv(args, budget, False), *_common(args, seed), "--init_from",
+    argv = [*finetune_recipe(budget), *_data_argv(args, budget, False), *_common(args, seed), "--init_from",
             str(source), "--output_dir", str(folder)]
     probe_dir = runs_dir / f"probe_{tag}_seed{seed}"
     return [Run(folder.name, "finetune", argv, seed, row=row, extra={"kind": "finetune"}),

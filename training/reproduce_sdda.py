@@ -166,8 +166,8 @@ def plan_sdda(args: Arguments, budget: dict, runs_dir: Path) -> list[Run]:
         for row, kind, transfer in SDDA_ROWS:
             name = "finetune_" + ("scratch" if kind is None else f"{kind}_{transfer}") + f"_seed{seed}"
             argv = [*_recipe("finetune", budget), *common, "--output_dir", str(runs_dir / name)]
-            if kind is not None:
-                argv += ["--init_from", str(sources[(kind, PAPER_MASK_RATIO)]), "--transfer", transfer]
+            argv += ["--from_scratch"] if kind is None else \
+                ["--init_from", str(sources[(kind, PAPER_MASK_RATIO)]), "--transfer", transfer]
             finetunings.append(Run(name, "finetune", argv, seed, row=row, extra={"mask_ratio": PAPER_MASK_RATIO}))
         for ratio in budget["mask_ratios"]:
             if ratio == PAPER_MASK_RATIO:

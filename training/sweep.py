@@ -25,7 +25,7 @@ class SweepArguments:
 
     output_dir: str = field(default="reproduce", metadata={"help": "folder of runs/ and the tables"})
     seeds: Optional[list[int]] = field(default=None, metadata={"help": "training seeds (default: the budget's)"})
-    preset: str = field(default="default", metadata={"help": "budget: quick | default | paper"})
+    preset: str = field(default="default", metadata={"help": "budget: quick | default | paper (etmae also: demo, the setting `medmae demo` runs)"})
     quick: bool = field(default=False, metadata={"help": "same as --preset quick"})
     num_threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads per run"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers per run"})
@@ -79,7 +79,7 @@ class Run:
 def run_one(run: Run) -> dict:
     """A finished run is read back; an interrupted one resumes from its newest complete checkpoint."""
     from . import finetune, pretrain
-    from .loop import checkpoint_dirs
+    from .checkpointing import checkpoint_dirs
 
     info_path = run.folder / "run_info.json"
     if info_path.is_file():
@@ -88,7 +88,7 @@ def run_one(run: Run) -> dict:
         info = run.call()
         write_atomic(info_path, json.dumps(info, indent=2))
         return info
-    argv = list(run.argv) + (["--resume", "latest"] if checkpoint_dirs(run.folder) else [])
+    argv = list(run.argv) + (["--resume", "latest"] if checkpoint_dirs(run.folder) else ["--overwrite"])
     return {"pretrain": pretrain.main, "finetune": finetune.main}[run.script](argv)
 
 

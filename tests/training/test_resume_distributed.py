@@ -67,10 +67,11 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
                str(_free_port()), "-m", "medmae.training.finetune", "--preset", "demo_etmae", "--dataset",
                "synthetic_cxr", "--dataset_kwargs", '{"num_images": 90, "image_size": 32}', "--num_epochs", "1",
                "--batch_size", "4", "--report_to", "none", "--figures", "False", "--progress_bar", "False",
-               "--output_dir", str(out)]
+               "--from_scratch", "--output_dir", str(out)]
     result = subprocess.run(command, env={**_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True,
                             timeout=280)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not (out / ".medmae.lock").exists()  # taken by rank 0 only, released at the end
     info = json.loads((out / "run_info.json").read_text())
     assert info["num_processes"] == 2  # really two processes (not accelerate's silent single-process fallback)
     # 9 test images over 2 processes x batch 4 pads the last batch; gather_for_metrics drops the duplicates
@@ -148,3 +149,40 @@ def test_two_process_sdda_joint_fine_tuning_runs_past_step_2(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((out / "run_info.json").read_text())
     assert info["num_processes"] == 2 and info["hyperparameters"]["total_steps"] == 4
+
+
+SHORT = [*ARGS[:ARGS.index("--num_epochs")], "--num_epochs", "1", *ARGS[ARGS.index("--num_epochs") + 2:]]
+
+
+def test_checkpoints_hold_no_pickle_and_a_planted_one_is_refused_before_loading(tmp_path):
+    out = tmp_path / "run"
+    pretrain.main([*SHORT, "--output_dir", str(out)])
+    step = sorted((out / "checkpoints").iterdir())[-1]
+    assert {p.name for p in step.iterdir()} == {"model.safetensors", "optimizer.pt", "scheduler.json",
+                                                 "trainer_state.json", "rng_state_0.json", "rng_state_0.safetensors"}
+    import torch
+
+    torch.load(step / "optimizer.pt", weights_only=True)  # plain tensors and numbers only
+
+    class Payload:  # what an attacker plants: unpickling it would create this file
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    import pickle
+
+    (step / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match="custom_checkpoint_0.pkl"):
+        pretrain.main([*SHORT, "--output_dir", str(out), "--resume", "latest"])
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_resume_with_changed_hyperparameters_is_refused_naming_them(tmp_path):
+    out = tmp_path / "run"
+    pretrain.main([*SHORT, "--output_dir", str(out), "--max_steps", "5"])
+    with pytest.raises(ValueError, match=r"--blr: checkpoint .*, now 0\.15.*--seed: checkpoint 3, now 4"):
+        pretrain.main([*SHORT, "--output_dir", str(out), "--max_steps", "5", "--resume", "latest", "--blr", "0.15",
+                       "--seed", "4"])
+    # what only changes how the run is shown or stored may change
+    info = pretrain.main([*SHORT, "--output_dir", str(out), "--max_steps", "5", "--resume", "latest",
+                          "--save_total_limit", "1", "--num_threads", "1"])
+    assert info["resumed_from"] == "step_5"

@@ -8,7 +8,8 @@ import torch
 
 from medmae.training import cli, evaluate, finetune, pretrain
 from medmae.training.args import parse_args, preset_values
-from medmae.training.loop import NonFiniteLossError, checkpoint_dirs
+from medmae.training.checkpointing import checkpoint_dirs
+from medmae.training.loop import NonFiniteLossError
 
 FAST = ["--report_to", "none", "--progress_bar", "False", "--seed", "0", "--logging_steps", "1"]
 US = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 40, "image_size": 64}']
@@ -184,7 +185,7 @@ def test_busi_preset_on_a_real_format_folder(tmp_path):
 
     build_busi(tmp_path / "busi")
     info = finetune.main(["--preset", "busi", "--data_root", str(tmp_path / "busi"), "--model_preset", "tiny_test",
-                          "--batch_size", "2", "--num_epochs", "1", *FAST, "--figures", "False",
+                          "--batch_size", "2", "--num_epochs", "1", "--from_scratch", *FAST, "--figures", "False",
                           "--output_dir", str(tmp_path / "run")])
     assert info["dataset"] == "busi" and info["hyperparameters"]["optimizer"] == "sgd"
     assert info["hyperparameters"]["data_root"] == "<data_root>" and info["label_names"] == ["normal", "benign",
