@@ -413,6 +413,9 @@ def _train(task: TrainingTask) -> dict:
     threads = configure_threads(ra.num_threads, num_parameters)
     precision = resolve_mixed_precision(ra.mixed_precision, ra.cpu, num_parameters)
     accelerator = make_accelerator(ra, oa, precision, task.find_unused_parameters)
+    if accelerator.distributed_type.value in ("DEEPSPEED", "FSDP", "MEGATRON_LM"):
+        raise ValueError(f"{accelerator.distributed_type.value} is not supported yet: medmae's checkpoints and its "
+                         "best-model reload assume every process holds the whole model (use DDP: --multi_gpu)")
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
