@@ -155,12 +155,18 @@ class RunArguments:
 
 @dataclass
 class EvaluateArguments:
-    model: str = field(default="", metadata={"help": "a final/ folder (or a run folder)"})
-    dataset: str = field(default="synthetic_ultrasound")
-    data_root: Optional[str] = field(default=None)
+    model: str = field(default="", metadata={"help": "a fine-tuning run folder or its final/ folder"})
+    dataset: Optional[str] = field(default=None, metadata={
+        "help": "default: the run's own dataset, arguments and split manifest (from its run_info.json); another "
+                "dataset is allowed, but a split sharing ids with the run's training split is refused"})
+    data_root: Optional[str] = field(default=None, metadata={
+        "help": "dataset folder (runs record no local paths: give it for real datasets)"})
     dataset_kwargs: Optional[str] = field(default=None)
-    split_seed: int = field(default=0)
-    manifest: Optional[str] = field(default=None)
+    split_seed: Optional[int] = field(default=None, metadata={"help": "default: the run's (0 without a run)"})
+    manifest: Optional[str] = field(default=None, metadata={"help": "default: the run's split_manifest.json"})
+    allow_training_overlap: bool = field(default=False, metadata={
+        "help": "evaluate even when the split shares images with the run's training split (the result is labelled "
+                "as such in the table and JSON)"})
     split: str = field(default="test", metadata={"help": "train | validation | test"})
     batch_size: int = field(default=16)
     output_dir: Optional[str] = field(default=None, metadata={"help": "where metrics.json/.md go (default: model)"})

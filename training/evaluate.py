@@ -4,8 +4,13 @@
 * SDDA-MAE (Tables 1-4): segmentation Dice(%), Jaccard(%), HD95, ASD; classification ACC(%), PRE(%), REC(%).
 * ETMAE (Table 2): mAUC over the labels and the per-label AUC.
 
-    medmae evaluate --model runs/busi_ft --dataset busi --data_root /data/BUSI --split test
-    accelerate launch -m medmae.training.evaluate --model runs/nih_ft/final --dataset chestxray14 --data_root ...
+    medmae evaluate --model runs/busi_ft --data_root /data/BUSI --split test
+    accelerate launch -m medmae.training.evaluate --model runs/nih_ft/final --data_root /data/NIH
+
+By default the run's own data is evaluated: its dataset, arguments and split manifest from ``run_info.json`` (the
+rebuilt split must hold exactly the recorded ids). ``--dataset`` evaluates elsewhere, but a split that shares
+images with the run's training split is refused (``--allow_training_overlap`` reports it, labelled). A
+pre-training checkpoint is refused: its heads are untrained.
 
 Under several processes, predictions are collected with ``accelerator.gather_for_metrics`` so the samples
 that pad the last batch never enter a metric. The metric functions come from ``training/metrics.py``.
@@ -147,19 +152,84 @@ def markdown_for(kind: str, metrics: dict, method: str, dataset: str, num_parame
 # Command line
 # ----------------------------------------------------------------------------------------------------
 def load_finetuned(folder):
-    """A fine-tuned ``save_pretrained`` folder -> (model, processor, kind)."""
+    """A fine-tuned ``save_pretrained`` folder -> (model, processor, kind); a pre-training checkpoint is refused
+    (its classification / segmentation heads would be random)."""
     from ..modeling import ETMAEForImageClassification, MedMAEImageProcessor, SDDAMAEForSegmentationAndClassification
     from .loop import model_folder
 
     folder = model_folder(folder)
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    if model_type == "etmae":
-        model, kind = ETMAEForImageClassification.from_pretrained(folder), "multilabel"
-    elif model_type == "sdda_mae":
-        model, kind = SDDAMAEForSegmentationAndClassification.from_pretrained(folder), "segcls"
-    else:
-        raise ValueError(f"{folder}: model_type {model_type!r} is not a medmae fine-tuned model")
-    return model, MedMAEImageProcessor.from_pretrained(folder), kind
+    config = json.loads((folder / "config.json").read_text())
+    classes = {"ETMAEForImageClassification": (ETMAEForImageClassification, "multilabel"),
+               "SDDAMAEForSegmentationAndClassification": (SDDAMAEForSegmentationAndClassification, "segcls")}
+    architectures = config.get("architectures") or []
+    found = [classes[name] for name in architectures if name in classes]
+    if not found:
+        raise ValueError(f"{folder}: architectures {architectures} (model_type {config.get('model_type')!r}) is not a "
+                         "medmae fine-tuned model; a pre-training checkpoint has no trained classification or "
+                         "segmentation head, so its metrics would be those of random heads. Fine-tune it first "
+                         "(medmae finetune --init_from ...)")
+    cls, kind = found[0]
+    return cls.from_pretrained(folder), MedMAEImageProcessor.from_pretrained(folder), kind
+
+
+def run_record(model_path) -> tuple[Optional[dict], Optional[Path]]:
+    """The ``run_info.json`` of the run that produced ``model_path`` (a run folder or its final/), and its folder."""
+    for folder in (Path(model_path), Path(model_path).parent):
+        if (folder / "run_info.json").is_file():
+            return json.loads((folder / "run_info.json").read_text()), folder
+    return None, None
+
+
+def evaluation_data(args: EvaluateArguments, run: Optional[dict], run_dir: Optional[Path], image_size: int):
+    """What to evaluate on: the run's own dataset, arguments and split manifest unless ``--dataset`` says otherwise."""
+    if args.dataset is not None:
+        seed = 0 if args.split_seed is None else args.split_seed
+        return _EvalData(args.dataset, args.data_root, args.dataset_kwargs, seed, args.manifest, args, image_size,
+                         (run or {}).get("hyperparameters", {}).get("augmentation"))
+    if run is None:
+        raise ValueError(f"{args.model}: no run_info.json beside the model, so the data it was trained on is unknown: "
+                         "give --dataset (and --data_root)")
+    recorded = run.get("hyperparameters", {})
+    dataset = recorded.get("dataset") or run.get("dataset")
+    if not dataset.startswith("synthetic") and not args.data_root:
+        raise ValueError(f"{args.model} was fine-tuned on {dataset}; give its folder with --data_root (runs record no "
+                         "local paths)")
+    # synthetic sets are rebuilt from their seed and size (main checks the ids against the run's manifest)
+    manifest = args.manifest or (str(run_dir / "split_manifest.json")
+                                 if (run_dir / "split_manifest.json").is_file() and not dataset.startswith("synthetic")
+                                 else None)
+    seed = recorded.get("split_seed", 0) if args.split_seed is None else args.split_seed
+    return _EvalData(dataset, args.data_root, args.dataset_kwargs or recorded.get("dataset_kwargs"), seed, manifest,
+                     args, image_size, recorded.get("augmentation"))
+
+
+def check_same_split(run_dir: Path, name: str, split) -> bool:
+    """The rebuilt split must hold exactly the ids the run recorded for it (False: nothing recorded to check)."""
+    from .data import load_split_manifest
+
+    manifest = run_dir / "split_manifest.json"
+    if not manifest.is_file() or "image_id" not in split.column_names:
+        return False
+    recorded = load_split_manifest(manifest)["splits"].get(name)
+    if recorded is None:
+        return False
+    if sorted(map(str, split["image_id"])) != sorted(recorded):
+        raise ValueError(f"the rebuilt {name} split ({len(split)} images) is not the one {manifest} records "
+                         f"({len(recorded)} images): the data changed since the run (or --max_eval_samples truncates it)")
+    return True
+
+
+def training_overlap(run_dir: Optional[Path], split) -> Optional[tuple[int, list[str]]]:
+    """How many items of ``split`` are in the run's training split (by ``image_id``, from its split manifest), with
+    up to 3 of them; None when unknown (no manifest or no ids)."""
+    from .data import load_split_manifest
+
+    manifest = run_dir / "split_manifest.json" if run_dir is not None else None
+    if manifest is None or not manifest.is_file() or "image_id" not in split.column_names:
+        return None
+    train = set(load_split_manifest(manifest)["splits"].get("train", []))
+    shared = [str(i) for i in split["image_id"] if str(i) in train]
+    return len(shared), shared[:3]
 
 
 def label_names_of(splits, dataset: str, num_labels: int) -> list[str]:
@@ -184,30 +254,43 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if not args.model:
         raise ValueError("--model is required (a fine-tuned final/ folder or its run folder)")
     model, processor, kind = load_finetuned(args.model)
+    run, run_dir = run_record(args.model)
     num_parameters = sum(p.numel() for p in model.parameters())
     configure_threads(args.num_threads, num_parameters)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu,
                                                                                     num_parameters))
-    data_args = _EvalData(args, model.config.image_size, recorded_augmentation(args.model))
-    splits = load_splits(data_args, **_synthetic_size(args, model.config.image_size))
+    data_args = evaluation_data(args, run, run_dir, model.config.image_size)
+    splits = load_splits(data_args, **_synthetic_size(data_args, model.config.image_size))
     if args.split not in splits:
         raise ValueError(f"split {args.split!r} not in the dataset (has {sorted(splits)})")
+    checked = check_same_split(run_dir, args.split, splits[args.split]) if args.dataset is None else False
+    overlap = training_overlap(run_dir, splits[args.split])
+    if overlap and overlap[0] and not args.allow_training_overlap:
+        raise ValueError(
+            f"--split {args.split} of {data_args.dataset} shares {overlap[0]} of {len(splits[args.split])} images with "
+            f"the run's training split (e.g. {', '.join(overlap[1])}): its metrics would be inflated. Evaluate on the "
+            "run's own data (omit --dataset), or pass --allow_training_overlap to report them labelled as such")
     dataset = attach_transforms({args.split: splits[args.split]}, kind, processor, data_args)[args.split]
     dataloader = accelerator.prepare(make_dataloader(dataset, args.batch_size, False, 0, args.num_workers))
     model = accelerator.prepare(model)
     preds = predict(model, dataloader, accelerator, kind)
-    names = label_names_of(splits, args.dataset, preds["labels"].shape[1]) if kind == "multilabel" else []
+    names = label_names_of(splits, data_args.dataset, preds["labels"].shape[1]) if kind == "multilabel" else []
     metrics = compute_metrics(kind, preds, names)
     out = Path(args.output_dir) if args.output_dir else Path(args.model)
-    method = Path(args.model).resolve().name
-    if method == "final":
-        method = Path(args.model).resolve().parent.name
+    method = run_dir.name if run_dir is not None else Path(args.model).resolve().name
+    shared = overlap[0] if overlap else 0
+    if shared:
+        method += f" (WARNING: {shared} of {len(dataset)} images were in its training split)"
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        payload = {"model": method, "dataset": args.dataset, "split": args.split, "num_items": len(dataset),
+        payload = {"model": method, "dataset": data_args.dataset, "split": args.split, "num_items": len(dataset),
+                   "data_source": "the run's own" if args.dataset is None else "--dataset",
+                   "manifest": Path(data_args.manifest).name if data_args.manifest else
+                   ("split_manifest.json" if checked else None),
+                   "training_overlap": overlap[0] if overlap else None,
                    "num_parameters": num_parameters, "metrics": metrics}
         (out / f"metrics_{args.split}.json").write_text(json.dumps(payload, indent=2))
-        table = markdown_for(kind, metrics, method, f"{args.dataset} ({args.split})", num_parameters)
+        table = markdown_for(kind, metrics, method, f"{data_args.dataset} ({args.split})", num_parameters)
         (out / f"metrics_{args.split}.md").write_text(table)
         print(table)
         print(f"wrote {out / f'metrics_{args.split}.json'} and .md")
@@ -215,23 +298,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 class _EvalData:
-    """The DataArguments fields ``load_splits`` / ``attach_transforms`` read, from EvaluateArguments."""
+    """The DataArguments fields ``load_splits`` / ``attach_transforms`` read."""
 
-    def __init__(self, args: EvaluateArguments, image_size: int, recorded: Optional[str] = None):
-        self.dataset, self.data_root, self.dataset_kwargs = args.dataset, args.data_root, args.dataset_kwargs
-        self.split_seed, self.manifest = args.split_seed, args.manifest
+    def __init__(self, dataset: str, data_root, dataset_kwargs, split_seed: int, manifest, args: EvaluateArguments,
+                 image_size: int, recorded_augmentation: Optional[str] = None):
+        self.dataset, self.data_root, self.dataset_kwargs = dataset, data_root, dataset_kwargs
+        self.split_seed, self.manifest = split_seed, manifest
         self.max_train_samples, self.max_eval_samples = None, args.max_eval_samples
         self.crop_scale_min, self.hflip, self.image_size = None, False, image_size
-        self.augmentation = args.augmentation or recorded or "crop_flip"  # decides the evaluation geometry
-
-
-def recorded_augmentation(model_path) -> Optional[str]:
-    """The ``--augmentation`` recipe a run was fine-tuned with (its evaluation geometry), from run_info.json."""
-    for folder in (Path(model_path), Path(model_path).parent):
-        info = folder / "run_info.json"
-        if info.is_file():
-            return json.loads(info.read_text()).get("hyperparameters", {}).get("augmentation")
-    return None
+        # the run's recipe decides the evaluation geometry
+        self.augmentation = args.augmentation or recorded_augmentation or "crop_flip"
 
 
 def _synthetic_size(args, image_size: int) -> dict:

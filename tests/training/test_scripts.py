@@ -91,6 +91,29 @@ def test_evaluate_command_writes_json_and_markdown(sdda_runs, tmp_path):
     assert "ACC(%)" in (tmp_path / "metrics_test.md").read_text()
 
 
+def test_evaluate_defaults_to_the_runs_own_data_and_refuses_training_images(sdda_runs, tmp_path):
+    root, _, ft = sdda_runs
+    assert cli.main(["evaluate", "--model", str(root / "ft" / "final"), "--output_dir", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "metrics_test.json").read_text())
+    assert payload["data_source"] == "the run's own" and payload["manifest"] == "split_manifest.json"
+    assert payload["training_overlap"] == 0
+    assert payload["metrics"]["dice"] == pytest.approx(ft["metrics"]["dice"], abs=1e-6)
+    # the same generator with fewer images (what 0.1 silently did): its test split holds images the run trained on
+    other = ["evaluate", "--model", str(root / "ft"), "--dataset", "synthetic_ultrasound", "--dataset_kwargs",
+             '{"num_images": 20, "image_size": 64}', "--output_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match=r"shares \d+ of \d+ images with the run's training split"):
+        evaluate.main(other[1:])
+    assert cli.main([*other, "--allow_training_overlap"]) == 0
+    labelled = json.loads((tmp_path / "metrics_test.json").read_text())
+    assert labelled["training_overlap"] > 0 and "WARNING" in (tmp_path / "metrics_test.md").read_text()
+
+
+def test_evaluate_refuses_a_pretraining_checkpoint(sdda_runs):
+    root, _, _ = sdda_runs
+    with pytest.raises(ValueError, match="not a medmae fine-tuned model; a pre-training checkpoint"):
+        evaluate.main(["--model", str(root / "pre")])
+
+
 def test_distillation_on_nih_and_chexpert_together_with_per_source_teacher_statistics(tmp_path):
     from .fixtures import build_chexpert, build_nih
 
