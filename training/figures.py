@@ -19,6 +19,32 @@ def _plt():
     return plt
 
 
+def _save(fig, path, title: str) -> Path:
+    """Every figure names its run (``title``) and is written at one resolution."""
+    plt = _plt()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+# Units of the validation metrics: one panel each, so a 0-1 score never shares an axis with pixel distances.
+DISTANCE_METRICS = ("hd95", "asd")
+
+
+def validation_panels(names: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Group validation metric names by unit: ``[(axis label, names)]`` for scores (0-1), distances (pixels) and
+    losses, skipping empty groups; every name is kept (per-label AUCs included)."""
+    names = [k for k in names if not k.startswith("sd_") or k.endswith("loss")]
+    losses = [k for k in names if k.endswith("loss")]
+    distances = [k for k in names if k in DISTANCE_METRICS or k.startswith(tuple(f"{d}/" for d in DISTANCE_METRICS))]
+    scores = [k for k in names if k not in losses and k not in distances]
+    groups = [("score (0-1)", scores), ("distance (pixels)", distances), ("loss", losses)]
+    return [(unit, keys) for unit, keys in groups if keys]
+
+
 def to_display(images, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Normalised [N, C, H, W] tensors/arrays -> [N, H, W] (grayscale) or [N, H, W, 3] in [0, 1]."""
     x = images.detach().float().cpu().numpy() if hasattr(images, "detach") else np.asarray(images, dtype=np.float32)
@@ -46,53 +72,56 @@ def _plot_series(ax, rows: list[dict], keys: Sequence[str], **style) -> None:
 def loss_curves(history: list[dict], path, title: str = "") -> Path:
     """Training loss and its parts per logged step; the self-distillation diagnostics (``sd_*``: teacher
     information, teacher entropy against ln K, KL, SD/MSE gradient ratio) on their own panel when logged;
-    validation metrics on the last panel."""
+    validation metrics on one panel per unit (:func:`validation_panels`). ``title`` names the run."""
     plt = _plt()
     train = [h for h in history if h.get("split") == "train"]
     val = [h for h in history if h.get("split") == "validation"]
     keys = [k for k in (train[0] if train else {}) if k not in ("step", "epoch", "split", "lr")]
     losses = [k for k in keys if not k.startswith("sd_") or k.endswith("loss")]
     diagnostics = [k for k in keys if k not in losses and k != "sd_entropy_max"]
-    panels = 1 + bool(diagnostics) + bool(val)
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+    metric_names = [k for k in (val[-1] if val else {}) if k not in ("step", "epoch", "split")
+                    and isinstance(val[-1][k], (int, float))]
+    groups = validation_panels(metric_names)
+    panels = 1 + bool(diagnostics) + len(groups)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8), squeeze=False)
     ax = axes[0, 0]
     _plot_series(ax, train, losses)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
-    ax.set_title(f"{title} training".strip(), fontsize=9)
+    ax.set_title("training", fontsize=9)
     if losses:
         ax.legend(fontsize=7)
     if diagnostics:
-        ax = axes[0, 1]
-        nats = [k for k in diagnostics if not k.endswith(("_ratio", "_weight"))]
-        _plot_series(ax, train, nats)
-        if "sd_entropy_max" in keys:
-            ax.axhline(train[0]["sd_entropy_max"], color="grey", ls="--", lw=1, label="ln K (uniform teacher)")
+        _diagnostics_panel(axes[0, 1], train, keys, diagnostics)
+    for ax, (unit, names) in zip(axes[0, 1 + bool(diagnostics):], groups):
+        per_label = [k for k in names if "/" in k]
+        _plot_series(ax, val, [k for k in names if k not in per_label], marker="o", ms=3, lw=1.8)
+        _plot_series(ax, val, per_label, lw=0.8, alpha=0.7)  # e.g. every label's AUC beside the mean
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("nats")
-        ax.set_title(f"{title} self-distillation diagnostics".strip(), fontsize=9)
-        handles, labels = ax.get_legend_handles_labels()
-        others = [k for k in diagnostics if k not in nats]
-        if others:  # gradient ratio (and SD weight) on their own log axis, so a spike hides nothing
-            right = ax.twinx()
-            _plot_series(right, train, others, ls=":", color="black")
-            right.set_yscale("log")
-            right.set_ylabel(", ".join(others) + " (log)", fontsize=7)
-            more_handles, more_labels = right.get_legend_handles_labels()
-            handles, labels = handles + more_handles, labels + more_labels
-        ax.legend(handles, labels, fontsize=7)
-    if val:
-        ax = axes[0, panels - 1]
-        names = [k for k in val[-1] if k not in ("step", "epoch", "split") and isinstance(val[-1][k], (int, float))]
-        names = [k for k in names if not k.startswith("sd_") or k.endswith("loss")]
-        _plot_series(ax, val, names[:8], marker="o", ms=3)
-        ax.set_xlabel("optimizer step")
-        ax.set_title(f"{title} validation".strip(), fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+        ax.set_ylabel(unit)
+        ax.set_title(f"validation: {unit}", fontsize=9)
+        ax.legend(fontsize=6, ncol=2 if len(names) > 6 else 1)
+    return _save(fig, path, title)
+
+
+def _diagnostics_panel(ax, train: list[dict], keys: list[str], diagnostics: list[str]) -> None:
+    nats = [k for k in diagnostics if not k.endswith(("_ratio", "_weight"))]
+    _plot_series(ax, train, nats)
+    if "sd_entropy_max" in keys:
+        ax.axhline(train[0]["sd_entropy_max"], color="grey", ls="--", lw=1, label="ln K (uniform teacher)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("nats")
+    ax.set_title("self-distillation diagnostics", fontsize=9)
+    handles, labels = ax.get_legend_handles_labels()
+    others = [k for k in diagnostics if k not in nats]
+    if others:  # gradient ratio (and SD weight) on their own log axis, so a spike hides nothing
+        right = ax.twinx()
+        _plot_series(right, train, others, ls=":", color="black")
+        right.set_yscale("log")
+        right.set_ylabel(", ".join(others) + " (log)", fontsize=7)
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, fontsize=7)
 
 
 def mae_reconstructions(original: np.ndarray, masked: np.ndarray, reconstruction: np.ndarray, path,
@@ -105,16 +134,11 @@ def mae_reconstructions(original: np.ndarray, masked: np.ndarray, reconstruction
         for j, (image, name) in enumerate(((original[i], "original"), (masked[i], "masked"),
                                            (reconstruction[i], "reconstruction"))):
             _show(axes[i, j], image, name if i == 0 else None)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, title)
 
 
 def segmentation_overlays(images: np.ndarray, truth: np.ndarray, prediction: np.ndarray, path,
-                          captions: Optional[Sequence[str]] = None) -> Path:
+                          captions: Optional[Sequence[str]] = None, title: str = "") -> Path:
     """Each image with the ground-truth contour (green) and the predicted mask (red, translucent)."""
     plt = _plt()
     n = len(images)
@@ -131,15 +155,11 @@ def segmentation_overlays(images: np.ndarray, truth: np.ndarray, prediction: np.
         ax.imshow(overlay)
         if truth[i].any():
             ax.contour(truth[i] > 0, levels=[0.5], colors=["lime"], linewidths=0.8)
-    fig.suptitle("ground truth (green contour) / prediction (red)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, f"{title}: ground truth (green contour) / prediction (red)".lstrip(": "))
 
 
 def roc_curves(probabilities: np.ndarray, labels: np.ndarray, names: Sequence[str], path,
-               mask: Optional[np.ndarray] = None) -> Path:
+               mask: Optional[np.ndarray] = None, title: str = "") -> Path:
     """One ROC curve per label (labels with a single class present are skipped), AUC in the legend."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -157,7 +177,4 @@ def roc_curves(probabilities: np.ndarray, labels: np.ndarray, names: Sequence[st
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC per label (AUC)", fontsize=9)
     ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, title)

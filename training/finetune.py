@@ -125,7 +125,7 @@ class FinetuneTask(TrainingTask):
             return mauc_table({method: metrics}, dataset, {method: sum(p.numel() for p in self.model.parameters())})
         return segmentation_table({method: metrics}, dataset) + "\n" + classification_table({method: metrics}, dataset)
 
-    def figures(self, model, accelerator, figures_dir: Path) -> list[Path]:
+    def figures(self, model, accelerator, figures_dir: Path, title: str) -> list[Path]:
         from .figures import roc_curves, segmentation_overlays, to_display
 
         preds = getattr(self, "last_predictions", None)
@@ -133,7 +133,7 @@ class FinetuneTask(TrainingTask):
             if preds is None:
                 return []
             return [roc_curves(preds["probabilities"], preds["labels"], self.label_names, figures_dir / "roc_curves.png",
-                               preds.get("label_mask"))]
+                               preds.get("label_mask"), title=title)]
         source = self.datasets.get("test") or self.datasets.get("validation")
         if source is None or not len(source):
             return []
@@ -146,7 +146,7 @@ class FinetuneTask(TrainingTask):
         captions = [f"{self.label_names[t]} -> {self.label_names[p]}"
                     for t, p in zip(batch["class_labels"].tolist(), pred_class)]
         return [segmentation_overlays(images, batch["labels"].numpy(), out.logits.argmax(1).cpu().numpy(),
-                                      figures_dir / "segmentation_overlays.png", captions)]
+                                      figures_dir / "segmentation_overlays.png", captions, title=title)]
 
     def run_info_extra(self) -> dict:
         extra = {**super().run_info_extra(), "label_names": self.label_names}

@@ -305,7 +305,7 @@ class TrainingTask:
         if self.processor is not None:
             self.processor.save_pretrained(directory)
 
-    def figures(self, model, accelerator, figures_dir: Path) -> list[Path]:
+    def figures(self, model, accelerator, figures_dir: Path, title: str) -> list[Path]:
         return []
 
     def metrics_markdown(self, metrics: dict, split: str) -> str:
@@ -594,9 +594,9 @@ def _train(task: TrainingTask) -> dict:
 
         figures_dir = out / "figures"
         figures_dir.mkdir(parents=True, exist_ok=True)
-        figures.append(loss_curves(state.history, figures_dir / "loss_curves.png",
-                                   title=f"{out.name}: {task.family} {task.task}"))
-        figures.extend(task.figures(unwrapped, accelerator, figures_dir))
+        title = f"{out.name}: {task.family} {task.task}"  # every figure names its run
+        figures.append(loss_curves(state.history, figures_dir / "loss_curves.png", title=title))
+        figures.extend(task.figures(unwrapped, accelerator, figures_dir, title))
     state.wall_time_s += time.perf_counter() - clock[0]
     info = {
         "family": task.family,

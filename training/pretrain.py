@@ -117,7 +117,7 @@ class PretrainTask(TrainingTask):
                     totals.setdefault(name, []).append(accelerator.gather_for_metrics(per_item).cpu())
         return {name: float(torch.cat(v).mean()) for name, v in totals.items()}
 
-    def figures(self, model, accelerator, figures_dir: Path) -> list[Path]:
+    def figures(self, model, accelerator, figures_dir: Path, title: str) -> list[Path]:
         from .figures import mae_reconstructions, to_display
 
         source = self.datasets.get("validation") or self.datasets["train"]
@@ -142,7 +142,7 @@ class PretrainTask(TrainingTask):
         masked = np.where(hidden if original.ndim == 3 else hidden[..., None], 0.5, original)
         pasted = to_display(pixels * (1 - mask) + pred * mask, mean, std)
         path = mae_reconstructions(original, masked, pasted, figures_dir / "reconstructions.png",
-                                   title=f"{self.family} {self.task}: mask ratio {model.config.mask_ratio}")
+                                   title=f"{title}, mask ratio {model.config.mask_ratio}")
         return [path]
 
     def run_info_extra(self) -> dict:
