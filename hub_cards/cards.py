@@ -427,12 +427,14 @@ def build_model_card(
     reference: Optional[Mapping[str, Any]] = None,
     folder: Optional[Path] = None,
     redacted: Iterable[str] = (),
+    files_sha256: Optional[Mapping[str, str]] = None,
 ) -> ModelCard:
     """The model card of ``model`` as trained by the run ``run_info`` (keys: see ``medmae.hub_cards.export``).
 
     repo_id: the Hub id used in snippets and links. reference: ``export.reference_sample`` output (documented
     in the card). folder: the export folder whose files are listed (sizes, weights hash). redacted: run_info
-    entries removed by sanitising, named in the card.
+    entries removed by sanitising, named in the card. files_sha256: the SHA-256 of every shipped file but the card
+    and the manifest, kept in the card's metadata (``medmae_files_sha256``) for ``medmae verify``.
     """
     from .. import __version__
 
@@ -472,6 +474,7 @@ def build_model_card(
         tags=list(dict.fromkeys(tags)), datasets=[dataset_key] if dataset_key else None,
         base_model=base_model if _is_repo_id(base_model) else (teacher_id if _is_repo_id(teacher_id) else None),
         metrics=[r.metric_type for r in results or []] or None, eval_results=results, **license_fields,
+        **({"medmae_files_sha256": dict(files_sha256)} if files_sha256 else {}),
     )
 
     multilabel = getattr(config, "problem_type", None) == "multi_label_classification"

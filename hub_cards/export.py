@@ -66,14 +66,18 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
+from ..modeling.convert import file_sha256
+
 RUN_INFO_FILE = "run_info.json"
 RUN_MODEL_DIR = "final"
 RUN_MANIFEST_FILE = "split_manifest.json"
 REFERENCE_FILE = "reference_sample.safetensors"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
+MANIFEST_FILE = "medmae_manifest.json"
+MANIFEST_FORMAT = "medmae-export-manifest/1"
 #: The only files an exported (and pushed) folder may hold: exact names, then patterns for the remote code.
-ALLOWED_FILES = ("config.json", WEIGHTS_FILE, "preprocessor_config.json", REFERENCE_FILE, CARD_FILE)
+ALLOWED_FILES = ("config.json", WEIGHTS_FILE, "preprocessor_config.json", REFERENCE_FILE, CARD_FILE, MANIFEST_FILE)
 ALLOWED_PATTERNS = ("*.py",)
 
 # run_info keys that name places on the training machine, dropped wherever they appear.
@@ -307,6 +311,19 @@ def read_provenance(weights_path: Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
+def file_digests(folder: Path, exclude: Iterable[str] = ()) -> dict[str, str]:
+    """``{file name: SHA-256}`` of the files of ``folder`` (sorted), except ``exclude``."""
+    return {p.name: file_sha256(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name not in exclude}
+
+
+def write_manifest(folder: Path) -> Path:
+    """``medmae_manifest.json``: the SHA-256 of every other shipped file (the card included), written last."""
+    payload = {"format": MANIFEST_FORMAT, "files": file_digests(folder, exclude=(MANIFEST_FILE,))}
+    path = Path(folder) / MANIFEST_FILE
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    return path
+
+
 def is_allowed_file(name: str) -> bool:
     return name in ALLOWED_FILES or any(fnmatch.fnmatch(name, p) for p in ALLOWED_PATTERNS)
 
@@ -394,8 +411,9 @@ def export_folder(
         reference = reference_sample(model, processor, seed)
         save_safetensors(reference, stage / REFERENCE_FILE, metadata={"format": "pt", "seed": str(seed)})
         card = build_model_card(model, processor, info, repo_id=repo_id, reference=reference, folder=stage,
-                                redacted=dropped)
-        card.save(stage / CARD_FILE)  # last: the card describes the finished folder
+                                redacted=dropped, files_sha256=file_digests(stage))
+        card.save(stage / CARD_FILE)  # the card describes the finished folder; only the manifest comes after it
+        write_manifest(stage)
         check_allowed_files(stage)
         leaks = find_leaks(stage, forbidden)
         if leaks:
@@ -446,6 +464,8 @@ def main_export(argv: Optional[list[str]] = None) -> int:
     for name, size in folder_listing(folder):
         print(f"{_human(size):>10}  {name}")
     print(f"exported to {folder}")
+    print(f"{MANIFEST_FILE} sha256 {file_sha256(folder / MANIFEST_FILE)} (publish it: `medmae verify --manifest-sha256` "
+          "pins every file with it)")
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional
 from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from .export import CARD_FILE, REFERENCE_FILE, ExportError, check_allowed_files, export_folder, find_leaks
+from .export import CARD_FILE, MANIFEST_FILE, REFERENCE_FILE, ExportError, check_allowed_files, export_folder, find_leaks
 
 
 class HubPushError(RuntimeError):
@@ -37,7 +37,8 @@ def check_folder(folder) -> list[str]:
     if not folder.is_dir():
         raise ExportError(f"{folder} is not a folder")
     names = check_allowed_files(folder)
-    missing = [name for name in ("config.json", "model.safetensors", CARD_FILE, REFERENCE_FILE) if name not in names]
+    missing = [name for name in ("config.json", "model.safetensors", CARD_FILE, REFERENCE_FILE, MANIFEST_FILE)
+               if name not in names]
     if missing:
         raise ExportError(f"{folder} is not a complete medmae export (missing {', '.join(missing)}); "
                           "create it with `medmae export`")
@@ -102,9 +103,11 @@ def push_folder(
                            f"{error}") from error
     except (OSError, ConnectionError) as error:
         raise HubPushError(f"cannot reach the Hub at {api.endpoint}: no files were committed ({error})") from error
-    except Exception as error:  # httpx/httpx2 transport errors do not derive from OSError
-        if "connect" in type(error).__name__.lower() or "transport" in type(error).__name__.lower():
-            raise HubPushError(f"cannot reach the Hub at {api.endpoint}: no files were committed ({error})") from error
+    except Exception as error:  # httpx transport errors (connect, timeout, protocol) do not derive from OSError
+        kinds = " ".join(cls.__name__.lower() for cls in type(error).__mro__)
+        if any(word in kinds for word in ("connect", "transport", "timeout", "network", "protocol")):
+            raise HubPushError(f"cannot reach the Hub at {api.endpoint} ({type(error).__name__}: {error}): no files "
+                               "were committed; try again when the connection is back") from error
         raise
 
 

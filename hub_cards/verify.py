@@ -8,6 +8,12 @@ runs the image processor on the sample and the model on the stored ``pixel_value
 
 Loading: with the installed medmae classes by default, or with the code shipped in the folder
 (``remote_code=True``), which is what a collaborator without medmae runs, even when medmae is installed.
+
+Before anything is loaded -- and before any shipped code is imported -- every file is checked against
+``medmae_manifest.json`` (the SHA-256 of every shipped file, written by ``medmae export``) and against the copy of
+those digests in the card's metadata; a file that differs, is missing or is not listed fails the verification,
+named. Someone who edits files AND both manifests defeats this: pin the manifest itself with
+``--manifest-sha256`` (the exporter's printed value) to rule that out.
 """
 
 from __future__ import annotations
@@ -23,7 +29,21 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file
 
-from .export import REFERENCE_FILE, WEIGHTS_FILE, ALLOWED_FILES, ALLOWED_PATTERNS, read_provenance, run_model
+from huggingface_hub.repocard import metadata_load
+
+from ..modeling.convert import file_sha256
+from .export import (
+    ALLOWED_FILES,
+    ALLOWED_PATTERNS,
+    CARD_FILE,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    REFERENCE_FILE,
+    WEIGHTS_FILE,
+    file_digests,
+    read_provenance,
+    run_model,
+)
 
 
 @dataclass
@@ -104,6 +124,42 @@ def load_for_verify(folder: Path, remote_code: bool):
     return model_cls.from_pretrained(str(folder)).eval(), processor_cls.from_pretrained(str(folder)), how
 
 
+def check_files(folder: Path, manifest_sha256: Optional[str] = None) -> list[Check]:
+    """One check per shipped file against ``medmae_manifest.json`` (and the manifest against the card's copy and
+    the pinned ``manifest_sha256``); reads nothing but bytes."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        return [Check(MANIFEST_FILE, False, detail="missing: the folder was not exported by medmae >= 0.2, or it was "
+                                                   "stripped; its files cannot be checked")]
+    checks = []
+    if manifest_sha256 is not None:
+        actual = file_sha256(path)
+        checks.append(Check(f"{MANIFEST_FILE} sha256", actual == manifest_sha256.lower(),
+                            detail="" if actual == manifest_sha256.lower() else f"is {actual}, pinned {manifest_sha256}"))
+    try:
+        manifest = json.loads(path.read_text())
+        recorded = dict(manifest["files"]) if manifest.get("format") == MANIFEST_FORMAT else None
+    except (ValueError, KeyError, TypeError):
+        recorded = None
+    if recorded is None:
+        return checks + [Check(MANIFEST_FILE, False, detail=f"not a {MANIFEST_FORMAT} manifest")]
+    actual = file_digests(folder, exclude=(MANIFEST_FILE,))
+    for name in sorted(set(recorded) | set(actual)):
+        if name not in actual:
+            checks.append(Check(f"file {name}", False, detail="listed in the manifest but missing"))
+        elif name not in recorded:
+            checks.append(Check(f"file {name}", False, detail="not in the manifest (added after export)"))
+        else:
+            same = recorded[name] == actual[name]
+            checks.append(Check(f"file {name}", same, detail="" if same else "differs from the manifest's SHA-256"))
+    if (folder / CARD_FILE).is_file():
+        in_card = (metadata_load(folder / CARD_FILE) or {}).get("medmae_files_sha256")
+        expected = {k: v for k, v in recorded.items() if k != CARD_FILE}
+        checks.append(Check("card metadata medmae_files_sha256", in_card == expected,
+                            detail="" if in_card == expected else "differs from the manifest (one of them was edited)"))
+    return checks
+
+
 def _compare(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> Check:
     if tuple(actual.shape) != tuple(expected.shape):
         return Check(name, False, None, f"shape {tuple(actual.shape)} != reference {tuple(expected.shape)}")
@@ -113,19 +169,29 @@ def _compare(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: floa
 
 
 def verify(folder_or_repo, atol: float = 1e-4, rtol: float = 1e-4, revision: Optional[str] = None,
-           remote_code: bool = False, token: Optional[str] = None) -> VerifyReport:
-    """Load the checkpoint and compare its preprocessing and outputs with the shipped reference."""
+           remote_code: bool = False, token: Optional[str] = None,
+           manifest_sha256: Optional[str] = None) -> VerifyReport:
+    """Check every file against the manifest; only then load the checkpoint and compare its preprocessing and
+    outputs with the shipped reference (which must hold outputs)."""
     import transformers
 
     folder = resolve_folder(str(folder_or_repo), revision, token)
+    environment = {"python": platform.python_version(), "torch": torch.__version__,
+                   "transformers": transformers.__version__}
+    files = check_files(folder, manifest_sha256)
+    if not all(check.ok for check in files):  # nothing shipped is imported or loaded from a tampered folder
+        return VerifyReport(str(folder_or_repo), "nothing (the files do not match the manifest)", "-", files,
+                            environment)
     if not (folder / REFERENCE_FILE).is_file():
         raise FileNotFoundError(f"{folder_or_repo} has no {REFERENCE_FILE}: it was not exported with `medmae export`")
     reference = load_file(str(folder / REFERENCE_FILE))
+    if not any(key.startswith("output.") for key in reference):
+        files.append(Check(REFERENCE_FILE, False, detail="holds no reference outputs (output.*): nothing to verify"))
+        return VerifyReport(str(folder_or_repo), "nothing", "-", files, environment)
     model, processor, how = load_for_verify(folder, remote_code)
     report = VerifyReport(
-        source=str(folder_or_repo), loaded_with=how, model_class=type(model).__name__,
-        environment={"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__},
+        source=str(folder_or_repo), loaded_with=how, model_class=type(model).__name__, checks=files,
+        environment=environment,
         provenance=read_provenance(folder / WEIGHTS_FILE) if (folder / WEIGHTS_FILE).is_file() else {},
     )
     pixel_values = processor(reference["sample_image"].numpy(), return_tensors="pt")["pixel_values"]
@@ -150,10 +216,12 @@ def main_verify(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     parser.add_argument("--remote-code", action="store_true",
                         help="load the code shipped with the checkpoint instead of the installed medmae classes")
+    parser.add_argument("--manifest-sha256", help="the SHA-256 of medmae_manifest.json the exporter published "
+                                                  "(pins every file of the folder)")
     args = parser.parse_args(argv)
     try:
         report = verify(args.folder_or_repo, atol=args.atol, rtol=args.rtol, revision=args.revision,
-                        remote_code=args.remote_code)
+                        remote_code=args.remote_code, manifest_sha256=args.manifest_sha256)
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"medmae verify: error: {error}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from medmae import ETMAEConfig, ETMAEForImageClassification, ETMAEForPreTraining, MedMAEImageProcessor
-from medmae.hub_cards.export import ExportError, export_folder, find_leaks, main_export
+from medmae.hub_cards.export import ExportError, export_folder, file_digests, find_leaks, main_export, write_manifest
 from medmae.hub_cards.push import HubPushError, main_push, push_folder, push_model
 from medmae.hub_cards.verify import load_for_verify, main_verify, verify
 from testing_utils import run_without_medmae
@@ -26,7 +26,7 @@ LABELS = ["Atelectasis", "Cardiomegaly", "Effusion"]
 TRAIN_IDS = ["00000013_005.png", "00000032_012.png", "00030805_000.png"]  # NIH-style file names
 EXPORTED = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json",
             "reference_sample.safetensors", "configuration_etmae.py", "modeling_etmae.py", "layers.py",
-            "image_processing_medmae.py"}
+            "image_processing_medmae.py", "medmae_manifest.json"}
 
 
 def classifier():
@@ -172,7 +172,9 @@ def test_export_cli_from_a_saved_folder(tmp_path, capsys):
 def test_verify_passes_with_medmae_and_with_the_shipped_code(exported, capsys):
     report = verify(exported)
     assert report.passed and report.loaded_with.startswith("medmae")
-    assert [c.name for c in report.checks] == ["preprocessing: pixel_values", "output.logits"]
+    shipped = sorted(EXPORTED - {"medmae_manifest.json"})
+    assert [c.name for c in report.checks] == [*(f"file {n}" for n in shipped), "card metadata medmae_files_sha256",
+                                               "preprocessing: pixel_values", "output.logits"]
     remote = verify(exported, remote_code=True)
     assert remote.passed and remote.loaded_with.startswith("the remote code")
     model, proc, _ = load_for_verify(exported, remote_code=True)
@@ -187,9 +189,63 @@ def test_verify_detects_different_outputs(exported, tmp_path, capsys):
     reference = load_file(str(tampered / "reference_sample.safetensors"))
     reference["output.logits"] = reference["output.logits"] + 1e-2
     save_file(reference, str(tampered / "reference_sample.safetensors"))
+    report = verify(tampered)  # the manifest catches the edit before anything is loaded
+    assert not report.passed and [c.name for c in report.checks if not c.ok] == ["file reference_sample.safetensors"]
+    assert report.loaded_with.startswith("nothing")
+    rewrite_manifests(tampered)  # with both manifests redone, the outputs themselves catch it
     report = verify(tampered)
-    assert not report.passed and [c.ok for c in report.checks] == [True, False]
+    outputs = [c for c in report.checks if not c.name.startswith(("file ", "card "))]
+    assert not report.passed and [c.ok for c in outputs] == [True, False]
     assert main_verify([str(tampered)]) == 1 and "FAIL" in capsys.readouterr().out
+
+
+def rewrite_manifests(folder):
+    """What someone who edits files and then both manifests does."""
+    from huggingface_hub.repocard import metadata_load, metadata_save
+
+    metadata = metadata_load(folder / "README.md")
+    metadata["medmae_files_sha256"] = file_digests(folder, exclude=("README.md", "medmae_manifest.json"))
+    metadata_save(folder / "README.md", metadata)
+    write_manifest(folder)
+
+
+def test_verify_fails_tampered_weights_labels_and_code_naming_each_file(exported, tmp_path, capsys):
+    tampered = tmp_path / "weights"
+    shutil.copytree(exported, tampered)
+    weights = load_file(str(tampered / "model.safetensors"))
+    weights["classifier.bias"] = weights["classifier.bias"] + 1.0
+    save_file(weights, str(tampered / "model.safetensors"), metadata={"format": "pt"})
+    reference = load_file(str(tampered / "reference_sample.safetensors"))
+    save_file({k: v for k, v in reference.items() if not k.startswith("output.")},
+              str(tampered / "reference_sample.safetensors"))
+    failed = [c.name for c in verify(tampered).checks if not c.ok]
+    assert failed == ["file model.safetensors", "file reference_sample.safetensors"]
+    rewrite_manifests(tampered)
+    assert [c.detail for c in verify(tampered).checks if not c.ok] == [
+        "holds no reference outputs (output.*): nothing to verify"]
+
+    labels = tmp_path / "labels"
+    shutil.copytree(exported, labels)
+    config = json.loads((labels / "config.json").read_text())
+    config["id2label"] = {"0": LABELS[1], "1": LABELS[0], "2": LABELS[2]}
+    (labels / "config.json").write_text(json.dumps(config))
+    assert [c.name for c in verify(labels).checks if not c.ok] == ["file config.json"]
+
+    code = tmp_path / "code"
+    shutil.copytree(exported, code)
+    marker = tmp_path / "payload_ran"
+    with open(code / "modeling_etmae.py", "a") as handle:
+        handle.write(f"\nimport pathlib; pathlib.Path({str(marker)!r}).touch()\n")
+    report = verify(code, remote_code=True)
+    assert [c.name for c in report.checks if not c.ok] == ["file modeling_etmae.py"] and not marker.exists()
+    assert main_verify([str(code), "--remote-code"]) == 1 and "modeling_etmae.py" in capsys.readouterr().out
+
+    rewrite_manifests(labels)  # a consistent forgery passes the manifests, not a pinned manifest digest
+    pinned = file_digests(exported)["medmae_manifest.json"]
+    assert verify(labels).passed
+    assert [c.name for c in verify(labels, manifest_sha256=pinned).checks if not c.ok] == [
+        "medmae_manifest.json sha256"]
+    assert verify(exported, manifest_sha256=pinned).passed
 
 
 # ---- push --------------------------------------------------------------------------------------------
@@ -235,6 +291,18 @@ def test_push_refuses_offline_without_token_unreachable_or_unlisted_files(export
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(HubPushError, match="cannot reach the Hub|refused"):
         push_folder(exported, "medmae/x", token="hf_x", verify_first=False, endpoint="http://127.0.0.1:9")
+    class TransportError(Exception):  # httpx's hierarchy (huggingface_hub >= 1.0 uses httpx), not OSError
+        pass
+
+    class ReadTimeout(TransportError):
+        pass
+
+    def timeout(*args, **kwargs):
+        raise ReadTimeout("The read operation timed out")
+
+    monkeypatch.setattr(HfApi, "create_repo", timeout)
+    with pytest.raises(HubPushError, match="cannot reach the Hub .*ReadTimeout.*no files were committed"):
+        push_folder(exported, "medmae/x", token="hf_x", verify_first=False)
 
 
 def test_push_model_equals_export_and_push_to_hub_ships_loadable_code(fake_hub, tmp_path):
