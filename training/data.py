@@ -28,6 +28,14 @@ file and reads its header: catches missing, empty and non-image files cheaply), 
 (decodes every pixel: also catches truncated files; slow on the full sets) or ``"none"``
 (existence only).
 
+Ambiguous or unsafe input is refused with a :class:`DatasetFormatError`, whatever ``on_bad_image``
+says, because skipping it would silently change the data: two files that give the same image id
+(``x.png`` beside ``x.PNG``; one DICOM or NIH image name in two folders; the message names both
+files), a CSV path that leads outside the dataset folder (absolute or with ``..``), a CSV cell that
+is not the number its column holds, and a CSV or list file that is not UTF-8 text (a leading BOM
+is accepted). Messages name the file, the line (1-based file lines as an editor shows them, the
+header is line 1) and the column.
+
 The numbered quirks (Q1-Q22) refer to the checklist of ``design/dataset-formats.md``.
 """
 
@@ -43,8 +51,8 @@ import os
 import re
 import warnings
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -98,6 +106,101 @@ def _existing_dir(root, name: str) -> Path:
     if not root.is_dir():
         raise FileNotFoundError(f"{name}: dataset folder not found: {root}")
     return root
+
+
+def _add_unique(found: dict, key, path: Path, what: str) -> None:
+    """``found[key] = path``, refusing a second file for the same key: a silent choice between two
+    files that claim one image id would depend on the directory listing order."""
+    if key in found:
+        raise DatasetFormatError(f"{what} found twice: {found[key]} and {path}; remove or rename "
+                                 "one of them")
+    found[key] = path
+
+
+def _inside_root(root: Path, value: str, where: str) -> Path:
+    """``root / value`` for a relative path read from a file of the dataset (``where`` names the file,
+    line and column). An absolute path or a ``..`` component (POSIX or Windows spelling) would
+    read outside ``root`` and is refused; the check is on the path as written, so symbolic links
+    that the owner of the dataset folder placed inside it are still followed."""
+    posix, windows = PurePosixPath(value), PureWindowsPath(value)
+    if posix.is_absolute() or windows.anchor or ".." in posix.parts or ".." in windows.parts:
+        raise DatasetFormatError(f"{where}: {value!r} leads outside the dataset folder {root} "
+                                 "(absolute paths and '..' are not allowed)")
+    return root / posix
+
+
+def _read_text(path: Path) -> str:
+    """The text of a UTF-8 file (a leading BOM is dropped). Other bytes (e.g. latin-1 from a
+    spreadsheet export) raise a DatasetFormatError naming the file, the line and the byte."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        end = raw.find(b"\n", exc.start)
+        shown = raw[start:end if end >= 0 else len(raw)].decode("utf-8", "backslashreplace").rstrip("\r")
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DatasetFormatError(
+            f"{path}, line {line}: byte 0x{raw[exc.start]:02x} (byte {exc.start - start + 1} of the "
+            f"line) is not UTF-8 text: {shown[:100]!r}; save the file as UTF-8") from None
+
+
+def _csv_rows(path: Path, need: Sequence[str | tuple[str, ...]]) -> Iterator[tuple[str, dict[str, str]]]:
+    """``(where, row)`` for every non-blank record after the header of the UTF-8 CSV ``path``.
+
+    ``where`` is ``"<file name>, line N"`` with N the record's first line in the file (header =
+    line 1, blank lines counted); ``row`` maps each stripped column name to the stripped cell.
+    ``need`` lists the columns that must be in the header exactly once (a tuple: the first of
+    these alternatives present) and in every record. Raises DatasetFormatError otherwise, and for
+    malformed CSV (parsed strictly: an unclosed quote would otherwise swallow the rest of the file
+    into one cell) or non-UTF-8 text.
+    """
+    reader = _csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    header, index, line = None, [], 1
+    try:
+        for rec in reader:
+            if rec and "".join(rec).strip():
+                if header is None:
+                    header = [h.strip() for h in rec]
+                    index = [_header_column(path, header, n) for n in need]
+                elif len(rec) <= max(index, default=-1):
+                    raise DatasetFormatError(
+                        f"{path.name}, line {line}: {len(rec)} field(s), expected at least "
+                        f"{max(index) + 1} (for column {header[max(index)]!r})")
+                else:
+                    yield f"{path.name}, line {line}", dict(zip(header, (v.strip() for v in rec)))
+            line = reader.line_num + 1
+    except _csv.Error as exc:
+        raise DatasetFormatError(f"{path}, line {line}: malformed CSV record ({exc}; an unclosed "
+                                 "quote?)") from None
+    if header is None:
+        raise DatasetFormatError(f"{path}: empty file, expected a header line")
+
+
+def _header_column(path: Path, header: list[str], need: str | tuple[str, ...]) -> int:
+    """Index of the needed column (or the first present of alternatives) in ``header``."""
+    names = (need,) if isinstance(need, str) else need
+    name = next((n for n in names if n in header), None)
+    if name is None:
+        raise DatasetFormatError(f"{path}: missing column {' or '.join(map(repr, names))}; "
+                                 f"header is {header}")
+    if header.count(name) > 1:
+        raise DatasetFormatError(f"{path}: column {name!r} appears {header.count(name)} times in "
+                                 f"the header {header}")
+    return header.index(name)
+
+
+def _whole_number(row: dict[str, str], column: str, where: str, blank_ok: bool = False) -> int | None:
+    """A CSV cell holding a whole number 0 <= n < 2**31 (``7``, ``007`` or ``7.0``); a blank cell
+    gives None when ``blank_ok``. Anything else raises an error naming file, line and column."""
+    text = row[column]
+    if text == "" and blank_ok:
+        return None
+    m = re.fullmatch(r"([0-9]+)(?:\.0*)?", text)
+    if not m or int(m[1]) >= 2 ** 31:
+        raise DatasetFormatError(f"{where}, column {column!r}: value {text!r} is not a whole number "
+                                 f"(0 to {2 ** 31 - 1}){' or blank' if blank_ok else ''}")
+    return int(m[1])
 
 
 def natural_key(text: str):
@@ -395,22 +498,23 @@ def _busi_rows(root, check_images: str, on_bad_image: str) -> list[dict]:
         folder = top / label
         if not folder.is_dir():
             continue
-        images, masks = {}, defaultdict(list)
-        for f in folder.iterdir():
+        images, masks = {}, defaultdict(dict)  # stem -> file; stem -> {mask number: file}
+        for f in sorted(folder.iterdir()):
             if f.suffix.lower() != ".png" or not f.is_file():
                 continue  # Thumbs.db, .DS_Store, ...
             m = _MASK_RE.match(f.name)
             if m:
-                masks[m["stem"]].append((int(m["k"] or 0), f))
+                k = int(m["k"] or 0)
+                _add_unique(masks[m["stem"]], k, f, f"BUSI: mask {k} of image {m['stem']!r}")
             else:
-                images[f.stem] = f
+                _add_unique(images, f.stem, f, f"BUSI: image {f.stem!r}")
         orphans += [str(folder / f"{s}_mask.png") for s in masks if s not in images]
         for stem in sorted(images, key=natural_key):
             size = bad.image(images[stem])
             if size is False:
                 continue
             try:
-                files = [f for _, f in sorted(masks.get(stem, []))]
+                files = [f for _, f in sorted(masks.get(stem, {}).items())]
                 if not files:
                     raise FileNotFoundError(f"BUSI: no mask file {folder / (stem + '_mask.png')} "
                                             f"for image {images[stem]}")
@@ -457,6 +561,8 @@ def load_busi(root, seed: int = 0, test_fraction: float = 0.2, val_fraction: flo
     Layout (Q1): ``{benign,malignant,normal}/<class> (N).png`` with ``<class> (N)_mask.png``
     and, for multi-lesion images, ``_mask_1.png``, ``_mask_2.png`` ...; the class is the folder
     name. File names contain a space and parentheses; they are matched literally, never globbed.
+    Two files with one stem (``x.png`` and ``x.PNG``, or ``x_mask.png`` and ``x_mask.PNG``) are
+    refused with an error naming both.
 
     * ``mask`` is the per-pixel OR of ALL ``<stem>_mask*.png`` files (Q2), stored as a 0/1 PNG;
       masks may be L, RGB or RGBA (alpha ignored, Q3); ``normal`` masks are all zero (Q5).
@@ -579,23 +685,13 @@ def rle_encode(mask: np.ndarray, encoding: str = "relative") -> str:
     return " ".join(f"{a} {b}" for a, b in zip(firsts.tolist(), lengths.tolist()))
 
 
-def _read_siim_csv(path: Path) -> dict[str, list[tuple[int, str]]]:
-    """{ImageId: [(line number, rle), ...]} from a SIIM label CSV (Q6-Q8): column names and
-    values are stripped (stage 1 has ``ImageId, EncodedPixels`` and `` -1``), everything is
+def _read_siim_csv(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """{ImageId: [(where = "file, line N", rle), ...]} from a SIIM label CSV (Q6-Q8): column names
+    and values are stripped (stage 1 has ``ImageId, EncodedPixels`` and `` -1``), everything is
     read as text, all rows of an image are kept (they may be far apart)."""
-    rows: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    with open(path, newline="") as f:
-        reader = _csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        if "ImageId" not in header or "EncodedPixels" not in header:
-            raise DatasetFormatError(f"{path}: expected columns ImageId and EncodedPixels, got {header}")
-        i_id, i_rle = header.index("ImageId"), header.index("EncodedPixels")
-        for line, rec in enumerate(reader, start=2):
-            if not rec or not "".join(rec).strip():
-                continue
-            if len(rec) <= max(i_id, i_rle):
-                raise DatasetFormatError(f"{path}, line {line}: expected {len(header)} fields, got {rec}")
-            rows[rec[i_id].strip()].append((line, rec[i_rle].strip()))
+    rows: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for where, row in _csv_rows(path, ["ImageId", "EncodedPixels"]):
+        rows[row["ImageId"]].append((where, row["EncodedPixels"]))
     return rows
 
 
@@ -669,8 +765,9 @@ def load_siim_acr(root, rle_encoding: str = "relative", csv: str | os.PathLike |
     """Load SIIM-ACR Pneumothorax Segmentation (Kaggle 2019) from its DICOM release.
 
     * DICOMs are found anywhere under ``root`` by file name: ``ImageId`` = SOPInstanceUID = file
-      stem, e.g. ``dicom-images-train/<study>/<series>/<ImageId>.dcm`` (Q11). Uncompressed and
-      JPEG-Baseline (encapsulated, decoded with Pillow) files are accepted (Q12).
+      stem, e.g. ``dicom-images-train/<study>/<series>/<ImageId>.dcm`` (Q11); two files with one
+      stem (in two folders, or ``.dcm`` and ``.DCM``) are refused with an error naming both.
+      Uncompressed and JPEG-Baseline (encapsulated, decoded with Pillow) files are accepted (Q12).
     * Labels: ``csv`` (a path or a file name in ``root``); by default ``train-rle.csv``
       (stage 1: header ``ImageId, EncodedPixels``, values `` -1``) or ``stage_2_train.csv``;
       if both exist you must choose. Names and values are stripped and read as text (Q6, Q7).
@@ -711,26 +808,26 @@ def load_siim_acr(root, rle_encoding: str = "relative", csv: str | os.PathLike |
     for dirpath, _, files in os.walk(root):
         for name in files:
             if name.lower().endswith(".dcm"):
-                dicoms.setdefault(name[:-4], Path(dirpath) / name)
+                _add_unique(dicoms, name[:-4], Path(dirpath) / name,
+                            f"SIIM-ACR: DICOM of ImageId {name[:-4]}")
     bad = _BadFiles("SIIM-ACR", on_bad_image, check_images)
     cache = Path(image_cache_dir) if image_cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     rows = []
     for image_id, entries in labels.items():
-        where = f"{csv_path.name}, line {entries[0][0]} (ImageId {image_id}): "
+        where = f"{entries[0][0]} (ImageId {image_id}): "
         try:
             if image_id not in dicoms:
                 raise FileNotFoundError(f"{where}no DICOM file {image_id}.dcm under {root}")
             data, suffix, ds = _dicom_image(dicoms[image_id], check_images)
             shape = (int(ds.Rows), int(ds.Columns))
             mask = np.zeros(shape, np.uint8)
-            for line, rle in entries:
+            for line_where, rle in entries:
                 try:
                     mask |= rle_decode(rle, shape, rle_encoding)
                 except DatasetFormatError as exc:
-                    raise DatasetFormatError(f"{csv_path.name}, line {line} (ImageId {image_id}): "
-                                             f"{exc}") from None
+                    raise DatasetFormatError(f"{line_where} (ImageId {image_id}): {exc}") from None
         except (FileNotFoundError, DatasetFormatError) as exc:
             if isinstance(exc, CorruptImageError):
                 exc = CorruptImageError(f"{where}{exc}")
@@ -801,20 +898,19 @@ def _nih_labels(text: str, where: str) -> list[float]:
 def _read_list(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"official split file not found: {path}")
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    return [ln.strip() for ln in _read_text(path).splitlines() if ln.strip()]
 
 
 def _image_map(root: Path, prefix: str = "images") -> dict[str, Path]:
-    """{file name: path} for every file below the ``images*`` folders of ``root`` (Q15)."""
+    """{lower-case file name: path} for every file below the ``images*`` folders of ``root``
+    (Q15); a name found twice (also with another case, ``x.png``/``x.PNG``) is refused."""
     found: dict[str, Path] = {}
     for entry in sorted(root.iterdir()):
         if entry.is_dir() and entry.name.lower().startswith(prefix):
-            for dirpath, _, files in os.walk(entry):
-                for name in files:
-                    if name in found:
-                        raise DatasetFormatError(f"image {name} found twice: {found[name]} and "
-                                                 f"{Path(dirpath) / name}")
-                    found[name] = Path(dirpath) / name
+            for dirpath, dirs, files in os.walk(entry):
+                dirs.sort()
+                for name in sorted(files):
+                    _add_unique(found, name.lower(), Path(dirpath) / name, f"ChestX-ray14: image {name}")
     return found
 
 
@@ -839,7 +935,11 @@ def load_chestxray14(root, csv: str | os.PathLike | None = None, *, val_fraction
       ``Finding Labels`` (any order); ``No Finding`` is the all-zero vector; an unknown finding
       raises an error naming the CSV line (Q14).
     * Images are found by file name under every ``images*`` folder: ``images_0XX/images/``
-      (Kaggle) or one flat ``images/`` (NIH Box) (Q15); RGBA PNGs are decoded as L.
+      (Kaggle) or one flat ``images/`` (NIH Box) (Q15); RGBA PNGs are decoded as L. The case of a
+      name is ignored, and a name found twice (``x.png`` in two folders, or ``x.png`` and
+      ``x.PNG``) is refused with an error naming both files.
+    * ``Patient ID`` and ``Follow-up #`` must be whole numbers (zero-padded is fine); any other
+      cell, blank included, raises an error naming the CSV file, line and column.
     * Splits: ``test`` = ``test_list.txt``; ``train``/``validation`` = ``train_val_list.txt``
       with ``val_fraction`` of its PATIENTS held out (patient-disjoint, seeded; there is no
       official validation split, Q16). CSV rows in neither list are excluded and counted in a
@@ -862,44 +962,32 @@ def load_chestxray14(root, csv: str | os.PathLike | None = None, *, val_fraction
     images = _image_map(root)
     bad = _BadFiles("ChestX-ray14", on_bad_image, check_images)
     rows, bad_ages, outside, skipped = [], 0, 0, set()
-    with open(csv_path, newline="") as f:
-        reader = _csv.reader(f)
-        header = [h.strip() for h in next(reader)]
-        sex_col = "Patient Gender" if "Patient Gender" in header else "Patient Sex"
-        need = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
-                sex_col, "View Position"]
-        missing = [c for c in need if c not in header]
-        if missing:
-            raise DatasetFormatError(f"{csv_path}: missing column(s) {missing}; header is {header}")
-        col = {c: header.index(c) for c in need}
-        for line, rec in enumerate(reader, start=2):
-            if not rec or not "".join(rec).strip():
-                continue
-            where = f"{csv_path.name}, line {line}"
-            if len(rec) <= max(col.values()):
-                raise DatasetFormatError(f"{where}: expected {len(header)} fields, got {len(rec)}")
-            name = rec[col["Image Index"]].strip()
-            if name not in split_of:
-                outside += 1
-                continue
-            if name not in images:
-                bad.handle(FileNotFoundError(f"{where}: image {name} not found in any images*/ "
-                                             f"folder of {root}"))
-                skipped.add(name)
-                continue
-            if not bad.image(images[name], f"{where} ({name}): "):
-                skipped.add(name)
-                continue
-            age = _nih_age(rec[col["Patient Age"]])
-            bad_ages += age is None
-            rows.append({
-                "image": _image_cell(images[name]),
-                "labels": _nih_labels(rec[col["Finding Labels"]], where),
-                "image_id": name, "patient_id": int(rec[col["Patient ID"]]), "age": age,
-                "sex": rec[col[sex_col]].strip() or None,
-                "view": rec[col["View Position"]].strip() or None,
-                "follow_up": int(rec[col["Follow-up #"]]), "_split": split_of[name],
-            })
+    need = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
+            ("Patient Gender", "Patient Sex"), "View Position"]
+    for where, rec in _csv_rows(csv_path, need):
+        name = rec["Image Index"]
+        if name not in split_of:
+            outside += 1
+            continue
+        image = images.get(name.lower())
+        if image is None:
+            bad.handle(FileNotFoundError(f"{where}: image {name} not found in any images*/ "
+                                         f"folder of {root}"))
+            skipped.add(name)
+            continue
+        if not bad.image(image, f"{where} ({name}): "):
+            skipped.add(name)
+            continue
+        age = _nih_age(rec["Patient Age"])
+        bad_ages += age is None
+        rows.append({
+            "image": _image_cell(image),
+            "labels": _nih_labels(rec["Finding Labels"], where),
+            "image_id": name, "patient_id": _whole_number(rec, "Patient ID", where), "age": age,
+            "sex": rec.get("Patient Gender", rec.get("Patient Sex")) or None,
+            "view": rec["View Position"] or None,
+            "follow_up": _whole_number(rec, "Follow-up #", where), "_split": split_of[name],
+        })
     listed = {r["image_id"] for r in rows}
     missing_rows = [n for n in split_of if n not in listed and n not in skipped]
     if missing_rows:
@@ -972,7 +1060,8 @@ def load_chexpert(root, uncertainty: str | Mapping[str, str] = "mixed", frontal_
     """Load CheXpert (Irvin et al. 2019), e.g. ``CheXpert-v1.0-small`` (the folder or its parent).
 
     * ``Path`` cells start with ``CheXpert-v1.0-small/`` (or ``CheXpert-v1.0/``); the prefix is
-      stripped and the rest resolved inside the dataset folder (Q18).
+      stripped and the rest resolved inside the dataset folder (Q18). A path that leads outside
+      it (absolute, or with ``..``) is refused with an error naming the CSV file, line and value.
     * Values are 1.0, 0.0, -1.0 (uncertain) or blank (not mentioned) (Q19). Blank -> 0 under
       every policy. ``uncertainty`` maps -1 (Q20): ``"ones"`` (U-Ones), ``"zeros"`` (U-Zeros),
       ``"ignore"`` (U-Ignore: target 0 and ``label_mask`` 0, so a loss can mask it out) or
@@ -983,7 +1072,9 @@ def load_chexpert(root, uncertainty: str | Mapping[str, str] = "mixed", frontal_
       medical_mae's order :data:`CHEXPERT_COMPETITION_LABELS` so its heads convert.
     * ``frontal_only`` keeps ``Frontal/Lateral == "Frontal"`` (medical_mae ``use_frontal``);
       laterals have a blank ``AP/PA`` (stored None), frontals may say ``LL``/``RL``; Sex
-      ``Unknown`` and Age 0 are kept as they are (Q21).
+      ``Unknown`` and Age 0 are kept as they are (Q21). ``Age`` must be a whole number (``68`` or
+      ``68.0``); a blank Age is stored as None (documented fallback), anything else (``abc``,
+      ``87.5``, ``-3``) raises an error naming the CSV file, line and column.
     * Splits: ``test`` = ``valid.csv`` (radiologist labels, binary; patients from 64541, Q22;
       used as the test set by medical_mae); ``train`` = ``train.csv`` minus a patient-disjoint
       ``validation`` of ``val_fraction`` of its patients (0 leaves it out).
@@ -1001,40 +1092,33 @@ def load_chexpert(root, uncertainty: str | Mapping[str, str] = "mixed", frontal_
         path = folder / fname
         if not path.is_file():
             raise FileNotFoundError(f"CheXpert: {path} not found")
-        with open(path, newline="") as f:
-            reader = _csv.DictReader(f)
-            need = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *labels]
-            missing = [c for c in need if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DatasetFormatError(f"{path}: missing column(s) {missing}")
-            for line, rec in enumerate(reader, start=2):
-                where = f"{fname}, line {line}"
-                view = rec["Frontal/Lateral"].strip()
-                if frontal_only and view != "Frontal":
-                    continue
-                rel = _CHEXPERT_PREFIX.sub("", rec["Path"].strip())
-                if not bad.image(folder / rel, f"{where} ({rec['Path'].strip()}): "):
-                    continue
-                target, mask = [], []
-                for lab in labels:
-                    raw = _chexpert_value(rec[lab], f"{where}, column {lab!r}")
-                    if raw == -1.0:
-                        p = policy[lab]
-                        target.append(1.0 if p == "ones" else 0.0)
-                        mask.append(0.0 if p == "ignore" else 1.0)
-                    else:
-                        target.append(raw or 0.0)
-                        mask.append(1.0)
-                parts = rel.split("/")
-                age = rec["Age"].strip()
-                row = {"image": _image_cell(folder / rel), "labels": target, "image_id": rel,
-                       "patient_id": parts[1] if len(parts) > 2 else None,
-                       "sex": rec["Sex"].strip() or None, "age": int(float(age)) if age else None,
-                       "view": view or None, "ap_pa": rec["AP/PA"].strip() or None,
-                       "_split": split}
-                if with_mask:
-                    row["label_mask"] = mask
-                rows.append(row)
+        need = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *labels]
+        for where, rec in _csv_rows(path, need):
+            view = rec["Frontal/Lateral"]
+            if frontal_only and view != "Frontal":
+                continue
+            rel = _CHEXPERT_PREFIX.sub("", rec["Path"])
+            image = _inside_root(folder, rel, f"{where}, column 'Path' ({rec['Path']!r})")
+            if not bad.image(image, f"{where} ({rec['Path']}): "):
+                continue
+            target, mask = [], []
+            for lab in labels:
+                raw = _chexpert_value(rec[lab], f"{where}, column {lab!r}")
+                if raw == -1.0:
+                    p = policy[lab]
+                    target.append(1.0 if p == "ones" else 0.0)
+                    mask.append(0.0 if p == "ignore" else 1.0)
+                else:
+                    target.append(raw or 0.0)
+                    mask.append(1.0)
+            parts = rel.split("/")
+            row = {"image": _image_cell(image), "labels": target, "image_id": rel,
+                   "patient_id": parts[1] if len(parts) > 2 else None,
+                   "sex": rec["Sex"] or None, "age": _whole_number(rec, "Age", where, blank_ok=True),
+                   "view": view or None, "ap_pa": rec["AP/PA"] or None, "_split": split}
+            if with_mask:
+                row["label_mask"] = mask
+            rows.append(row)
     bad.report()
     assignment = _official_test_split(rows, "train", manifest, "CheXpert", val_fraction, seed)
     features = Features({

@@ -90,3 +90,65 @@ def test_errors(chexpert):
     csv.write_text(csv.read_text().replace(",-1.0,", ",2.0,", 1))
     with pytest.raises(data.DatasetFormatError, match=r"train\.csv, line 3, column .*'2\.0'"):
         data.load_chexpert(root, on_bad_image="skip")
+
+
+def _set_cell(csv, line, column, value):
+    """Set ``column`` of the record on file line ``line`` (1-based, header = 1) of a fixture CSV."""
+    lines = csv.read_text().split("\n")
+    header = lines[0].split(",")
+    cells = lines[line - 1].split(",")
+    cells[header.index(column)] = value
+    lines[line - 1] = ",".join(cells)
+    csv.write_text("\n".join(lines))
+
+
+@pytest.mark.parametrize("value", ["CheXpert-v1.0-small/../outside.jpg",
+                                   "CheXpert-v1.0-small/train/patient00002/../../../outside.jpg",
+                                   "ABSOLUTE"])
+def test_path_outside_the_dataset_folder_is_refused(chexpert, value):
+    root, _ = chexpert
+    outside = root / "outside.jpg"  # a readable image next to the dataset folder
+    inside = root / "CheXpert-v1.0-small" / "train" / "patient00001" / "study1" / "view1_frontal.jpg"
+    outside.write_bytes(inside.read_bytes())
+    value = str(outside) if value == "ABSOLUTE" else value
+    _set_cell(root / "CheXpert-v1.0-small" / "train.csv", 3, "Path", value)
+    with pytest.raises(data.DatasetFormatError, match=r"train\.csv, line 3, column 'Path'") as info:
+        data.load_chexpert(root, on_bad_image="skip")
+    assert repr(value) in str(info.value) and "outside the dataset folder" in str(info.value)
+
+
+@pytest.mark.parametrize("age", ["eighty", "87.5", "-3", "nan"])
+def test_bad_age_names_file_line_and_column(chexpert, age):
+    root, _ = chexpert
+    _set_cell(root / "CheXpert-v1.0-small" / "train.csv", 3, "Age", age)
+    with pytest.raises(data.DatasetFormatError, match=rf"train\.csv, line 3, column 'Age': value '{age}'"):
+        data.load_chexpert(root)
+
+
+def test_blank_age_is_none_and_line_numbers_are_file_lines(chexpert):
+    root, _ = chexpert
+    csv = root / "CheXpert-v1.0-small" / "train.csv"
+    _set_cell(csv, 3, "Age", "")
+    rows = _rows(data.load_chexpert(root, val_fraction=0.0))
+    assert rows["train/patient00002/study2/view1_frontal.jpg"][1]["age"] is None  # documented fallback
+    # a blank line counts as a line of the file, as in an editor: the bad row is now on line 4
+    csv.write_text(csv.read_text().replace("\n", "\n\n", 1))
+    _set_cell(csv, 4, "Age", "x")
+    with pytest.raises(data.DatasetFormatError, match=r"train\.csv, line 4, column 'Age'"):
+        data.load_chexpert(root)
+
+
+def test_non_utf8_csv_names_the_line(chexpert):
+    root, _ = chexpert
+    csv = root / "CheXpert-v1.0-small" / "valid.csv"
+    csv.write_bytes(csv.read_bytes().replace(b"Male", b"M\xe4le", 2))  # latin-1 'ä', lines 2 and 3
+    with pytest.raises(data.DatasetFormatError, match=r"valid\.csv, line 2: .*0xe4.*UTF-8"):
+        data.load_chexpert(root)
+
+
+def test_unclosed_quote_is_refused_not_swallowed(chexpert):
+    """A lenient CSV parser reads everything after a stray quote as one cell (rows vanish)."""
+    root, _ = chexpert
+    _set_cell(root / "CheXpert-v1.0-small" / "train.csv", 3, "Sex", '"Female')
+    with pytest.raises(data.DatasetFormatError, match=r"train\.csv, line 3: malformed CSV"):
+        data.load_chexpert(root)

@@ -89,3 +89,50 @@ def test_manifest(tmp_path):
     again = data.load_chestxray14(tmp_path, seed=7, manifest=path)
     assert {k: again[k]["image_id"] for k in again} == {k: dd[k]["image_id"] for k in dd}
     assert data.load_split_manifest(path)["info"]["csv"] == "Data_Entry_2017_v2020.csv"
+
+
+@pytest.mark.parametrize("twin_name", ["00000001_000.png", "00000001_000.PNG"])
+def test_same_image_in_two_folders_is_refused_naming_both_files(tmp_path, twin_name):
+    """The same file name (or one differing only in case) under two ``images_*`` folders."""
+    build_nih(tmp_path)
+    first = tmp_path / "images_001" / "images" / "00000001_000.png"
+    twin = tmp_path / "images_002" / "images" / twin_name
+    twin.write_bytes((tmp_path / "images_002" / "images" / "00000002_000.png").read_bytes())
+    with pytest.raises(data.DatasetFormatError, match="found twice") as info:
+        data.load_chestxray14(tmp_path, on_bad_image="skip")
+    assert str(first) in str(info.value) and str(twin) in str(info.value)
+
+
+def _replace_cell(csv, image, field, value):
+    """Set one cell of the row of ``image``; returns the 1-based line number of that row."""
+    lines = csv.read_text().split("\n")
+    n = next(i for i, ln in enumerate(lines) if ln.startswith(image + ","))
+    cells = lines[n].split(",")
+    cells[field] = value
+    lines[n] = ",".join(cells)
+    csv.write_text("\n".join(lines))
+    return n + 1
+
+
+@pytest.mark.parametrize("column, field, value", [("Patient ID", 3, "P003"), ("Follow-up #", 2, "1.5"),
+                                                  ("Patient ID", 3, "")])
+def test_non_integer_ids_name_file_line_and_column(tmp_path, column, field, value):
+    build_nih(tmp_path)
+    line = _replace_cell(tmp_path / "Data_Entry_2017_v2020.csv", "00000003_001.png", field, value)
+    with pytest.raises(data.DatasetFormatError, match=rf"Data_Entry_2017_v2020\.csv, line {line}, "
+                                                      rf"column '{column}': value '{value}' is not"):
+        data.load_chestxray14(tmp_path)
+
+
+def test_non_utf8_files_name_the_line(tmp_path):
+    build_nih(tmp_path)
+    csv = tmp_path / "Data_Entry_2017.csv"
+    lines = csv.read_bytes().split(b"\r\n")
+    lines[5] = lines[5].replace(b"Hernia", b"Hernia\xe9")  # latin-1 'é' on line 6
+    csv.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(data.DatasetFormatError, match=r"Data_Entry_2017\.csv, line 6: .*0xe9.*UTF-8"):
+        data.load_chestxray14(tmp_path, csv="Data_Entry_2017.csv")
+    listed = tmp_path / "test_list.txt"
+    listed.write_bytes(listed.read_bytes() + b"caf\xe9.png\n")
+    with pytest.raises(data.DatasetFormatError, match=r"test_list\.txt, line 4: .*0xe9"):
+        data.load_chestxray14(tmp_path)

@@ -1,5 +1,7 @@
 """SIIM-ACR loader and RLE codecs against the fixture (quirks Q6-Q12)."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,25 @@ def test_image_cache_dir(siim, tmp_path):
     assert (tmp_path / "cache" / f"{truth['B']['image_id']}.jpg").is_file()
     row = _rows(dd)[truth["B"]["image_id"]]
     np.testing.assert_array_equal(np.asarray(row["image"]), truth["B"]["pixels"])
+
+
+def test_same_image_id_in_two_folders_is_refused_naming_both_files(siim):
+    """Two DICOMs with one stem (= ImageId) in different sub-folders used to keep one silently."""
+    root, truth = siim
+    first = truth["C"]["dicom_path"]
+    twin = root / "dicom-images-train" / "copied" / first.name
+    twin.parent.mkdir()
+    shutil.copy(truth["A"]["dicom_path"], twin)  # other pixels under the same name
+    with pytest.raises(data.DatasetFormatError, match="found twice") as info:
+        data.load_siim_acr(root, csv="train-rle.csv", on_bad_image="skip")
+    assert str(first) in str(info.value) and str(twin) in str(info.value)
+
+
+def test_non_utf8_label_file_names_the_line(siim):
+    root, _ = siim
+    csv = root / "train-rle.csv"
+    lines = csv.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b",", b"\xe9,", 1)  # a latin-1 'é' on line 4
+    csv.write_bytes(b"\n".join(lines))
+    with pytest.raises(data.DatasetFormatError, match=r"train-rle\.csv, line 4: .*0xe9.*UTF-8"):
+        data.load_siim_acr(root, csv="train-rle.csv")
