@@ -147,6 +147,45 @@ def sanitize_run_info(run_info: Mapping[str, Any]) -> tuple[dict, list[str]]:
     return clean(dict(run_info), ""), dropped
 
 
+# What a run records about local folders and files: the user's own names (a folder may be named after a patient).
+# Never shipped: provenance is a Hub repo id given to export explicitly (--base-model, --teacher), a SHA-256, or
+# nothing. Their values also join the leak scan.
+LOCAL_REFERENCES = ("base_model", "teacher")
+LOCAL_ARGUMENTS = ("init_from", "teacher", "config", "resume", "output_dir", "manifest", "model", "data_root")
+
+
+def strip_local_names(run_info: Mapping[str, Any]) -> tuple[dict, list[str], list[str]]:
+    """(run_info without the run's local folder / file names, dotted names of the dropped entries, the dropped
+    values and their path components, for the leak scan)."""
+    info = dict(run_info)
+    dropped, names = [], []
+    for key in LOCAL_REFERENCES:
+        if info.get(key) is not None:
+            value = info.pop(key)
+            dropped.append(key)
+            names.append(json.dumps(value) if isinstance(value, Mapping) else str(value))
+    hyperparameters = dict(info.get("hyperparameters") or {})
+    for key in LOCAL_ARGUMENTS:
+        if hyperparameters.get(key) not in (None, "", "<data_root>"):
+            names.append(str(hyperparameters[key]))
+            dropped.append(f"hyperparameters.{key}")
+        hyperparameters.pop(key, None)
+    if "hyperparameters" in info:
+        info["hyperparameters"] = hyperparameters
+    basenames = [re.split(r"[\\/]", name.rstrip("/\\"))[-1] for name in names]
+    return info, dropped, [name for name in dict.fromkeys([*names, *basenames]) if _distinctive(name)]
+
+
+# Folder names medmae itself uses or suggests: too common to scan for (they would match the card's own text).
+_GENERIC_NAMES = {"final", "best", "checkpoints", "runs", "model", "models", "output", "outputs", "export",
+                  "exports", "pretrain", "finetune", "teacher", "student", "etmae", "sdda_mae", "sdda-mae", "medmae"}
+
+
+def _distinctive(name: str) -> bool:
+    """A local name worth scanning the export for: at least 6 characters and not a generic folder name."""
+    return len(name) >= 6 and name.lower() not in _GENERIC_NAMES
+
+
 def _manifest_ids(path: Path) -> list[str]:
     """Ids listed in a split manifest (they are training-data file names: they must never be shipped)."""
     payload = json.loads(path.read_text())
@@ -182,7 +221,7 @@ def resolve_source(source) -> tuple[Any, Any, dict, list[str]]:
             raise ExportError(f"cannot export a {type(source).__name__}: pass a medmae model, a run folder or a saved folder")
         return source.eval(), None, {}, []
     path = Path(source).expanduser().resolve()
-    forbidden = [str(path), str(path.parent)]
+    forbidden = [str(path), str(path.parent), *[name for name in (path.name,) if _distinctive(name)]]
     if not path.is_dir():
         raise ExportError(f"{source} is not a folder (expected a training run folder or a save_pretrained folder)")
     run_info: dict = {}
@@ -399,8 +438,12 @@ def export_folder(
         from ..modeling.image_processing_medmae import processor_for_config
 
         processor = processor_for_config(model.config)
+    disk_info, local, local_names = strip_local_names(disk_info)
+    explicit = json.dumps(dict(run_info or {}), default=str)  # Hub ids given to export on purpose may appear
+    local_names = [name for name in local_names if name not in explicit]
     info, dropped = sanitize_run_info({**disk_info, **dict(run_info or {})})
-    forbidden = [*forbidden, *forbidden_strings, str(Path.home()), tempfile.gettempdir()]
+    dropped = list(dict.fromkeys([*local, *dropped]))
+    forbidden = [*forbidden, *local_names, *forbidden_strings, str(Path.home()), tempfile.gettempdir()]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -419,6 +462,7 @@ def export_folder(
         if leaks:
             details = "; ".join(f"{name}: {text!r}" for name, text in leaks[:10])
             raise ExportError(f"the export would publish local paths or training-data names ({details})")
+        make_shareable(stage)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         stage.rename(out_dir)
@@ -426,6 +470,15 @@ def export_folder(
         if stage.exists():
             shutil.rmtree(stage)
     return out_dir
+
+
+def make_shareable(folder: Path) -> None:
+    """Modes a collaborator can read, as the umask allows (``mkdtemp`` creates 0700 folders)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in Path(folder).iterdir():
+        os.chmod(path, 0o666 & ~umask)
 
 
 def folder_listing(folder) -> list[tuple[str, int]]:

@@ -72,8 +72,10 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(run_dir):
+    # provenance links are Hub ids given to export explicitly (the run's own records name local folders)
     return export_folder(run_dir, run_dir.parent / "export" / "etmae-vit-tiny-p16-32-ft-nih14",
-                         repo_id="medmae/etmae-vit-tiny-p16-32-ft-nih14")
+                         repo_id="medmae/etmae-vit-tiny-p16-32-ft-nih14",
+                         run_info={"base_model": "medmae/etmae-vit-tiny", "teacher": "medmae/etmae-vit-small-teacher"})
 
 
 class FakeHub:
@@ -149,6 +151,28 @@ def test_export_leaks_no_path_dataset_root_or_training_file_name(exported, run_d
             assert forbidden.encode() not in data, (path.name, forbidden)
     assert "hyperparameters.data_root" in card.text and "| `lr` | 0.001 |" in card.text
     assert find_leaks(exported, [str(run_dir)]) == []
+
+
+def test_local_folder_and_file_names_never_ship(tmp_path):
+    """A run whose folders and files are named after a patient: no name reaches any exported file."""
+    run = tmp_path / "pt_MRN4711_DOE_finetune"
+    classifier().save_pretrained(run / "final")
+    processor().save_pretrained(run / "final")
+    (run / "run_info.json").write_text(json.dumps({
+        "family": "etmae", "task": "multilabel_classification", "dataset": "synthetic_cxr", "eval_split": "test",
+        "metrics": {"mauc": 0.61}, "base_model": "pt_MRN4711_DOE", "source_checkpoint_sha256": "a" * 64,
+        "teacher": "runs/MRN4711_teacher", "teacher_sha256": "b" * 64,
+        "hyperparameters": {"init_from": "pt_MRN4711_DOE", "teacher": "MRN4711_teacher", "config": "MRN4711_recipe.yaml",
+                            "resume": "step_10", "output_dir": "pt_MRN4711_DOE_finetune", "lr": 1e-3},
+    }))
+    out = export_folder(run, tmp_path / "shared")
+    for path in out.iterdir():
+        assert b"MRN4711" not in path.read_bytes(), path.name
+    card = (out / "README.md").read_text()
+    assert "a" * 64 in card and "b" * 64 in card  # provenance stays, as SHA-256
+    assert "huggingface.co/pt_" not in card and "hyperparameters.init_from" in card  # named as redacted
+    assert oct(out.stat().st_mode & 0o777) != oct(0o700)  # a collaborator can read it
+    assert all(p.stat().st_mode & 0o044 for p in out.iterdir())
 
 
 def test_export_refuses_a_folder_that_would_leak(tmp_path):
