@@ -221,7 +221,7 @@ def resolve_source(source) -> tuple[Any, Any, dict, list[str]]:
             raise ExportError(f"cannot export a {type(source).__name__}: pass a medmae model, a run folder or a saved folder")
         return source.eval(), None, {}, []
     path = Path(source).expanduser().resolve()
-    forbidden = [str(path), str(path.parent), *[name for name in (path.name,) if _distinctive(name)]]
+    forbidden = [str(path), str(path.parent)]
     if not path.is_dir():
         raise ExportError(f"{source} is not a folder (expected a training run folder or a save_pretrained folder)")
     run_info: dict = {}
@@ -390,16 +390,19 @@ def _searchable_text(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
 
-def find_leaks(folder, forbidden: Iterable[str] = ()) -> list[tuple[str, str]]:
+def find_leaks(folder, forbidden: Iterable[str] = (), names: Iterable[str] = ()) -> list[tuple[str, str]]:
     """(file, offending text) for every absolute path or forbidden string (local paths, dataset roots,
-    training-data ids) found in the files of ``folder``."""
+    training-data ids) found in the files of ``folder``, and every local folder / file name of ``names`` found as
+    a whole name (not inside a longer one: ``etmae_teacher`` is not found in ``demo_etmae_teacher``)."""
     needles = {s for s in forbidden if s and len(s) >= 4 and s not in ("/", os.sep)}
+    patterns = {name: re.compile(rf"(?<![\w.-]){re.escape(name)}(?![\w-])") for name in names if name}
     leaks = []
     for path in sorted(Path(folder).iterdir()):
         if not path.is_file():
             continue
         text = _searchable_text(path)
         leaks += [(path.name, needle) for needle in sorted(needles) if needle in text]
+        leaks += [(path.name, name) for name, pattern in sorted(patterns.items()) if pattern.search(text)]
         match = _ABSOLUTE_PATH.search(text)
         if match:
             leaks.append((path.name, text[match.start(): match.start() + 60].split()[0]))
@@ -433,6 +436,7 @@ def export_folder(
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ExportError(f"{out_dir} exists and is not empty (pass overwrite=True / --overwrite)")
     model, saved_processor, disk_info, forbidden = resolve_source(source)
+    own_name = [Path(source).expanduser().resolve().name] if isinstance(source, (str, os.PathLike)) else []
     processor = processor if processor is not None else saved_processor
     if processor is None:
         from ..modeling.image_processing_medmae import processor_for_config
@@ -440,10 +444,10 @@ def export_folder(
         processor = processor_for_config(model.config)
     disk_info, local, local_names = strip_local_names(disk_info)
     explicit = json.dumps(dict(run_info or {}), default=str)  # Hub ids given to export on purpose may appear
-    local_names = [name for name in local_names if name not in explicit]
+    local_names = [name for name in [*local_names, *filter(_distinctive, own_name)] if name not in explicit]
     info, dropped = sanitize_run_info({**disk_info, **dict(run_info or {})})
     dropped = list(dict.fromkeys([*local, *dropped]))
-    forbidden = [*forbidden, *local_names, *forbidden_strings, str(Path.home()), tempfile.gettempdir()]
+    forbidden = [*forbidden, *forbidden_strings, str(Path.home()), tempfile.gettempdir()]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -458,7 +462,7 @@ def export_folder(
         card.save(stage / CARD_FILE)  # the card describes the finished folder; only the manifest comes after it
         write_manifest(stage)
         check_allowed_files(stage)
-        leaks = find_leaks(stage, forbidden)
+        leaks = find_leaks(stage, forbidden, names=local_names)
         if leaks:
             details = "; ".join(f"{name}: {text!r}" for name, text in leaks[:10])
             raise ExportError(f"the export would publish local paths or training-data names ({details})")

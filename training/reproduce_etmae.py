@@ -60,11 +60,6 @@ ETMAE_BUDGETS = {
     "default": dict(image_size=64, num_images=2000, teacher_epochs=25, student_epochs=8, finetune_epochs=12,
                     batch_size=32, seeds=(0, 1, 2), teachers=SYNTHETIC_TEACHERS, student=SYNTHETIC_STUDENT,
                     probe_images=2000),
-    # The demo's ETMAE setting (``medmae demo`` runs seed 0 of it): teacher S trained for 12 epochs instead of 25,
-    # so that the whole demo stays within 10 minutes on 2 CPU cores.
-    "demo": dict(image_size=64, num_images=2000, teacher_epochs=12, student_epochs=8, finetune_epochs=12,
-                 batch_size=32, seeds=(0, 1, 2), teachers=SYNTHETIC_TEACHERS, student=SYNTHETIC_STUDENT,
-                 probe_images=2000),
     "paper": dict(image_size=224, num_images=None, teacher_epochs=None, student_epochs=None, finetune_epochs=None,
                   batch_size=None, seeds=(0, 1, 2), teachers=PAPER_TEACHERS, student=None, probe_images=20000),
 }
@@ -89,6 +84,8 @@ class Arguments(SweepArguments):
                 "teachers are always scored by the linear probe)"})
     teacher_normalization: Optional[str] = field(default=None, metadata={
         "help": "input statistics of .pth teachers (medical_mae | imagenet | cxr | half); see medmae pretrain"})
+    teacher_epochs: Optional[int] = field(default=None, metadata={
+        "help": "pre-training epochs of the sweep's teachers (default: the budget's; 25 on the synthetic set)"})
 
 
 def check_arguments(args: Arguments) -> dict:
@@ -106,6 +103,11 @@ def check_arguments(args: Arguments) -> dict:
         if Path(path).is_file() and not args.teacher_normalization:
             raise ValueError(f"--teacher_paths {name}={path} is a checkpoint file without input statistics: give "
                              "--teacher_normalization (medical_mae | imagenet | cxr | half)")
+    if args.teacher_epochs is not None:
+        if args.teacher_epochs < 1 or budget["name"] == "paper":
+            raise ValueError(f"--teacher_epochs {args.teacher_epochs}: a positive number, for the synthetic budgets "
+                             "(the paper's teachers are given by --teacher_paths or trained by their preset)")
+        budget = {**budget, "teacher_epochs": args.teacher_epochs}
     if budget["name"] == "paper" and dataset == "synthetic_cxr":
         raise ValueError("--preset paper runs the paper's recipe on chestxray14 or chexpert (224 px, ViT-Tiny/16)")
     return {**budget, "dataset": dataset, "teacher_names": list(dict.fromkeys(args.teachers)), "given": given}
@@ -392,9 +394,10 @@ def reproduce(args: Arguments, command: str) -> dict:
     runs = plan_etmae(args, budget, out / "runs", Prober(args, budget))
     check_plan(out, {"method": "etmae", "dataset": budget["dataset"], "data_root": args.data_root,
                      "pretrain_dataset": args.pretrain_dataset, "preset": budget["name"],
+                     "teacher_epochs": budget["teacher_epochs"],
                      "teachers": budget["teacher_names"], "teacher_paths": budget["given"], "seeds": budget["seeds"],
                      "runs": [r.name for r in runs]},
-               keys=("method", "dataset", "data_root", "pretrain_dataset", "preset", "teacher_paths"))
+               keys=("method", "dataset", "data_root", "pretrain_dataset", "preset", "teacher_paths", "teacher_epochs"))
     print(f"medmae reproduce etmae: {len(runs)} runs ({budget['name']} budget, teachers {budget['teacher_names']}, "
           f"seeds {budget['seeds']}) in {out}", flush=True)
     return execute(out, runs, lambda infos: collect(runs, infos, budget, command), ablation_markdown)

@@ -25,7 +25,7 @@ class SweepArguments:
 
     output_dir: str = field(default="reproduce", metadata={"help": "folder of runs/ and the tables"})
     seeds: Optional[list[int]] = field(default=None, metadata={"help": "training seeds (default: the budget's)"})
-    preset: str = field(default="default", metadata={"help": "budget: quick | default | paper (etmae also: demo, the setting `medmae demo` runs)"})
+    preset: str = field(default="default", metadata={"help": "budget: quick | default | paper"})
     quick: bool = field(default=False, metadata={"help": "same as --preset quick"})
     num_threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads per run"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers per run"})
