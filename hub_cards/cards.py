@@ -51,7 +51,7 @@ CITATIONS = {
 
 FAMILIES = {
     "etmae": dict(display="ETMAE", template="etmae.md", paper_short="Dassum, Librandi, Paez",
-                  tags=["etmae", "vision-transformer", "knowledge-distillation"],
+                  tags=["etmae", "vision-transformer"],
                   citations=["etmae", "mae", "medical_mae"]),
     "sdda_mae": dict(display="SDDA-MAE", template="sdda_mae.md", paper_short="Wang, Chen, Wang, Liu",
                      tags=["sdda-mae", "dual-attention", "self-distillation"], citations=["sdda_mae", "mae"]),
@@ -166,6 +166,46 @@ METRIC_NAMES = {
     "accuracy": "accuracy", "f1": "F1", "macro_f1": "macro F1", "dice": "Dice", "iou": "IoU", "miou": "mean IoU",
     "hd95": "HD95", "jaccard": "Jaccard (IoU)", "asd": "ASD (average surface distance)", "reconstruction_loss": "reconstruction loss (MSE)", "loss": "loss",
 }
+
+# model-index metric types: the ids the Hub and `evaluate` use; medmae's keys map onto them.
+METRIC_TYPES = {"mauc": "roc_auc", "macro_auroc": "roc_auc", "auroc": "roc_auc", "roc_auc": "roc_auc",
+                "dice": "dice", "dice_positive": "dice", "jaccard": "jaccard", "iou": "iou", "miou": "mean_iou",
+                "accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "f1", "macro_f1": "f1",
+                "hd95": "hausdorff_distance_95", "asd": "average_surface_distance", "loss": "loss",
+                "reconstruction_loss": "mse"}
+
+# Recipe entries that apply only under a condition on the run's other entries (anything else applies always);
+# run mechanics (threads, logging, checkpoint cadence, progress bars) are not part of a recipe.
+_RUN_MECHANICS = {"num_workers", "num_threads", "progress_bar", "report_to", "figures", "save_steps",
+                  "save_total_limit", "logging_steps", "eval_test", "overwrite", "resume", "output_dir", "cpu",
+                  "debug_nan_at_step", "debug_step_delay", "config", "data_root", "manifest", "init_from", "teacher",
+                  "family", "task", "from_scratch", "lr_effective"}
+_APPLIES_WHEN = {
+    "momentum": lambda hp, task: hp.get("optimizer") == "sgd",
+    "adam_beta1": lambda hp, task: hp.get("optimizer") in ("adamw", "adam"),
+    "adam_beta2": lambda hp, task: hp.get("optimizer") in ("adamw", "adam"),
+    "poly_power": lambda hp, task: hp.get("scheduler") == "poly",
+    "min_lr": lambda hp, task: hp.get("scheduler") != "constant",
+    "warmup_epochs": lambda hp, task: hp.get("warmup_ratio") is None,
+    "teacher_num_heads": lambda hp, task: task == "distillation",
+    "teacher_normalization": lambda hp, task: task == "distillation",
+    "mask_ratio": lambda hp, task: task in ("pretraining", "distillation"),
+    "sd_warmup": lambda hp, task: task == "pretraining",
+    "transfer": lambda hp, task: task == "segmentation_classification",
+    "drop_path_rate": lambda hp, task: task not in ("pretraining", "distillation"),
+    "layer_decay": lambda hp, task: task not in ("pretraining", "distillation"),
+    "max_steps": lambda hp, task: bool(hp.get("max_steps")),
+    "max_grad_norm": lambda hp, task: bool(hp.get("max_grad_norm")),
+}
+
+
+def applied_hyperparameters(hyperparameters: Mapping[str, Any], task: Optional[str]) -> dict:
+    """The recipe as it applied to this run: set values only, no run mechanics, no entries whose condition
+    (optimizer, schedule, task) did not hold -- e.g. no SGD momentum on an AdamW run."""
+    hp = dict(hyperparameters or {})
+    return {k: v for k, v in hp.items() if v is not None and k not in _RUN_MECHANICS
+            and _APPLIES_WHEN.get(k, lambda *_: True)(hp, task)}
+
 
 # Config fields shown in the card's architecture list, when the config has them.
 _CONFIG_FIELDS = ("image_size", "patch_size", "num_channels", "hidden_size", "hidden_sizes", "num_hidden_layers",
@@ -288,23 +328,28 @@ def metric_rows(run_info: Mapping[str, Any]) -> list[dict]:
                          value=(str(value) if isinstance(value, int) else f"{value:.4f}" if isinstance(value, float)
                                 else "—"),
                          raw=value, mean_sd=mean_sd(values) if len(values) > 1 else None,
+                         mean=statistics.fmean(values) if len(values) > 1 else None,
+                         sd=statistics.stdev(values) if len(values) > 1 else None,
                          n_seeds=len(values) if len(values) > 1 else None))
     return rows
 
 
 def eval_results(rows: list[dict], task_type: str, dataset_key: str, dataset_name: str, split: str) -> list[EvalResult]:
-    """``model-index`` entries: the mean ± sd string when several seeds were run, else the run's number.
-    Per-label metrics (``auc/Effusion``) stay in the card's table only."""
+    """``model-index`` entries with numeric values: the mean over seeds when several were run (the sd is in the
+    metric's name), else the run's number; metric types the Hub knows (:data:`METRIC_TYPES`). Per-label metrics
+    (``auc/Effusion``) stay in the card's table only."""
     results = []
     for row in rows:
-        if "/" in row["key"]:
+        if "/" in row["key"] or row["raw"] is None and not row["mean_sd"]:
             continue
-        value = row["mean_sd"] if row["mean_sd"] else row["raw"]
-        if value is None:
-            continue
-        name = row["display"] + (f" (mean ± sd over {row['n_seeds']} seeds)" if row["mean_sd"] else "")
+        if row["mean_sd"]:
+            value, sd = row["mean"], row["sd"]
+            name = f"{row['display']} (mean over {row['n_seeds']} seeds, sd {sd:.4f})"
+        else:
+            value, name = float(row["raw"]), row["display"]
         results.append(EvalResult(task_type=task_type, dataset_type=dataset_key, dataset_name=dataset_name,
-                                  dataset_split=split, metric_type=row["key"], metric_value=value, metric_name=name))
+                                  dataset_split=split, metric_type=METRIC_TYPES.get(row["key"].lower(), row["key"]),
+                                  metric_value=round(value, 6), metric_name=name))
     return results
 
 
@@ -460,7 +505,10 @@ def build_model_card(
     rows = metric_rows(run_info)
     results = eval_results(rows, pipeline_tag, dataset_key or "unknown", dataset["display"] if dataset else "unknown",
                            eval_split) or None
-    tags = ["medical-imaging", "masked-autoencoder", "medmae", *family["tags"], *TASKS[task]["tags"]]
+    teacher_id = run_reference(run_info, "teacher")
+    distilled = task == "distillation" or bool(teacher_id)
+    tags = ["medical-imaging", "masked-autoencoder", "medmae", *family["tags"], *TASKS[task]["tags"],
+            *(["knowledge-distillation"] if distilled else [])]
     if dataset and dataset.get("modality"):
         tags.append(dataset["modality"])
     license_ = run_info.get("license") or (dataset["license"] if dataset else "apache-2.0")
@@ -468,11 +516,13 @@ def build_model_card(
     if license_ == "other":
         license_fields = dict(license_name=f"{dataset_key or 'dataset'}-terms-of-use",
                               license_link=(dataset or {}).get("url") or "LICENSE")
-    base_model, teacher_id = run_reference(run_info, "base_model"), run_reference(run_info, "teacher")
+    base_model = run_reference(run_info, "base_model")
+    hub_datasets = [d for d in (run_info.get("dataset_hub_id"),) if _is_repo_id(d)]
     card_data = ModelCardData(
         model_name=model_name, library_name="transformers", pipeline_tag=pipeline_tag, license=license_,
-        tags=list(dict.fromkeys(tags)), datasets=[dataset_key] if dataset_key else None,
-        base_model=base_model if _is_repo_id(base_model) else (teacher_id if _is_repo_id(teacher_id) else None),
+        tags=list(dict.fromkeys(tags)), datasets=hub_datasets or None,  # only real Hub dataset ids
+        # a distilled student is not a fine-tune of its teacher: the teacher is a tag and a link, not base_model
+        base_model=base_model if _is_repo_id(base_model) else None,
         metrics=[r.metric_type for r in results or []] or None, eval_results=results, **license_fields,
         **({"medmae_files_sha256": dict(files_sha256)} if files_sha256 else {}),
     )
@@ -511,8 +561,8 @@ def build_model_card(
         config_summary=[dict(name=f, value=_fmt(getattr(config, f))) for f in _CONFIG_FIELDS
                         if getattr(config, f, None) is not None],
         dataset=dataset, eval_split=eval_split, metrics=rows, any_seeds=any_seeds, headline=headline,
-        hyperparameters=[dict(name=k, value=_fmt(v)) for k, v in (run_info.get("hyperparameters") or {}).items()
-                         if v is not None],
+        hyperparameters=[dict(name=k, value=_fmt(v)) for k, v in
+                         applied_hyperparameters(run_info.get("hyperparameters") or {}, task).items()],
         run_facts=run_facts, split_rows=_split_rows(split),
         uncertainty=_uncertainty(run_info.get("uncertainty_policy")),
         labels=_label_rows(label_source, crosswalk) if label_source else [],
@@ -521,7 +571,8 @@ def build_model_card(
         seg_labels=seg_labels, crosswalk=crosswalk, multilabel=multilabel, pipeline_snippet=pipeline_snippet,
         preprocessing=preprocessing_contract(processor), reference=_reference_rows(reference),
         provenance=_provenance_rows(run_info, __version__), related=_related(repo_id, run_info),
-        files=files, weights_sha256=weights_sha256 or "not computed", medmae_version=__version__,
+        files=files, weights_sha256=weights_sha256, medmae_version=__version__,
+        manifest_sha256=(split or {}).get("manifest_sha256") if isinstance(split, Mapping) else None,
         git_commit=run_info.get("git_commit"), teacher=_teacher_text(run_info), base_model=base_model,
         source_note=run_info.get("source_note"), redacted=list(redacted),
         citations=[CITATIONS[key] for key in family["citations"]],
