@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from .output_folder import DiskFullError, disk_full_errors
+
 STATE_FILE = "trainer_state.json"
 FIXED_FILES = ("model.safetensors", "optimizer.pt", "scaler.pt", "scheduler.json", STATE_FILE)
 PER_PROCESS = re.compile(r"rng_state_\d+\.(json|safetensors)")
@@ -138,14 +140,19 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainState,
     path.mkdir(parents=True, exist_ok=True)
     rank = accelerator.process_index
     plain, tensors = _rng_payload(accelerator.step)
-    _write_text_atomic(path / f"rng_state_{rank}.json", json.dumps(plain))
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / f"rng_state_{rank}.safetensors"))
-    if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), str(path / "model.safetensors"))
-        torch.save(optimizer.state_dict(), path / "optimizer.pt")
-        if accelerator.scaler is not None:
-            torch.save(accelerator.scaler.state_dict(), path / "scaler.pt")
-        _write_text_atomic(path / "scheduler.json", json.dumps(scheduler.state_dict()))
+    try:
+        with disk_full_errors(path, "a checkpoint"):
+            _write_text_atomic(path / f"rng_state_{rank}.json", json.dumps(plain))
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / f"rng_state_{rank}.safetensors"))
+            if accelerator.is_main_process:
+                save_model(accelerator.unwrap_model(model), str(path / "model.safetensors"))
+                torch.save(optimizer.state_dict(), path / "optimizer.pt")
+                if accelerator.scaler is not None:
+                    torch.save(accelerator.scaler.state_dict(), path / "scaler.pt")
+                _write_text_atomic(path / "scheduler.json", json.dumps(scheduler.state_dict()))
+    except DiskFullError:
+        shutil.rmtree(path, ignore_errors=True)  # an incomplete checkpoint only takes space
+        raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state.save(path)

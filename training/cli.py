@@ -105,13 +105,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"medmae: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     from .loop import NonFiniteLossError
+    from .output_folder import DiskFullError
 
     try:
         func = _resolve(command)
         result = func(rest)
     except SystemExit as exit_:  # argparse / HfArgumentParser usage errors and --help
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, DiskFullError) as error:
         print(f"medmae {command}: error: {error}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError) as error:  # user errors; an internal KeyError keeps its traceback

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader
 from .args import args_to_dict, effective_batch_report, json_dict
 from .checkpointing import TrainState, checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint
 from .optim import build_optimizer, build_scheduler, scaled_lr
-from .output_folder import OutputFolder, launcher_rank
+from .output_folder import OutputFolder, disk_full_errors, launcher_rank
 
 TINY_MODEL_PARAMETERS = 5_000_000
 
@@ -201,6 +201,22 @@ class EpochSeededDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
+        try:
+            return self._seeded_item(index)
+        except Exception as error:  # name the item: the worker's traceback shows the note
+            error.add_note(f"medmae: while loading training item {index} (epoch {self.epoch}); "
+                           f"image_id {self._image_id(index)!r}")
+            raise
+
+    def _image_id(self, index) -> Optional[str]:
+        if "image_id" not in (getattr(self.dataset, "column_names", None) or []):
+            return None
+        try:  # the id column only (no image decoding), without the transform
+            return str(self.dataset.select_columns(["image_id"]).with_format(None)[int(index)]["image_id"])
+        except Exception:  # the id is a courtesy; the original error is what matters
+            return None
+
+    def _seeded_item(self, index):
         seed = ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % (2**63)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -214,6 +230,25 @@ class EpochSeededDataset(torch.utils.data.Dataset):
             finally:
                 random.setstate(python_state)
                 np.random.set_state(numpy_state)
+
+
+def worker_errors(loader, num_workers: int):
+    """Iterate ``loader``; a DataLoader worker that died (killed for memory, shared memory exhausted) becomes an
+    error saying so and what to do (a failing item keeps its own error, which names the item)."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError as error:
+            if "DataLoader worker" not in str(error) or "Caught" in str(error):
+                raise
+            raise RuntimeError(
+                f"a DataLoader worker process died ({error}). With --num_workers {num_workers}, this is usually memory: "
+                "the machine's RAM or its shared memory (/dev/shm; in Docker, --shm-size). Use fewer --num_workers "
+                "(0 loads in the training process and shows the failing item), then --resume latest") from error
+        yield batch
 
 
 def make_dataloader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
@@ -488,7 +523,8 @@ def _train(task: TrainingTask) -> dict:
             if _is_better(metrics[metric_name], state.best_metric, task.greater_is_better):
                 state.best_metric, state.best_step = float(metrics[metric_name]), state.global_step
                 if main:
-                    task.export(accelerator.unwrap_model(model), best_dir)
+                    with disk_full_errors(best_dir, "the best model"):
+                        task.export(accelerator.unwrap_model(model), best_dir)
                 accelerator.wait_for_everyone()
         progress.set_postfix({k: f"{v:.3g}" for k, v in list(metrics.items())[:3] if isinstance(v, float)})
 
@@ -510,7 +546,7 @@ def _train(task: TrainingTask) -> dict:
             train_items.set_epoch(epoch)
             skip = state.batches_in_epoch
             loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
-            for batch in loader:
+            for batch in worker_errors(loader, task.data_args.num_workers):
                 task.global_step, task.warmup_steps = state.global_step, warmup
                 task.diagnostics_due = (state.global_step + 1) % max(ra.logging_steps, 1) == 0 \
                     or state.global_step + 1 == total_steps
@@ -580,7 +616,8 @@ def _train(task: TrainingTask) -> dict:
         accelerator.print(f"best validation {metric_name} = {state.best_metric:.4f} at step {state.best_step}")
     final_dir = out / "final"
     if main:
-        task.export(unwrapped, final_dir)
+        with disk_full_errors(final_dir, "the final model"):
+            task.export(unwrapped, final_dir)
     accelerator.wait_for_everyone()
     eval_split = "test" if ra.eval_test and "test" in eval_dls else ("validation" if "validation" in eval_dls else None)
     metrics = task.evaluate(model, eval_dls[eval_split], accelerator) if eval_split else {}

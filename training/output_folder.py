@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -26,6 +28,36 @@ RUN_OUTPUTS = ("checkpoints", "best", "final", "figures", "logs", "run_info.json
 
 class OutputFolderError(ValueError):
     """The output folder is in use by another run, or holds files of another run."""
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk is full; the message names the file and the remedy."""
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)  # torch's zip writer and safetensors report ENOSPC in their own words
+    return "No space left" in text or "file write failed" in text or "Disk quota exceeded" in text
+
+
+@contextlib.contextmanager
+def disk_full_errors(path, what: str):
+    """Turn a write that failed on a full disk into :class:`DiskFullError` naming ``path``, the space left and the
+    remedy (other errors pass unchanged)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        if not _is_disk_full(error):
+            raise
+        probe = Path(path)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        raise DiskFullError(errno.ENOSPC, f"writing {what} to {path} failed: the disk is full ({free / 2**20:.0f} MiB "
+                                          "free there). Free space, lower --save_total_limit, or use another "
+                                          "--output_dir; --resume latest then continues from the last complete "
+                                          f"checkpoint ({type(error).__name__}: {error})") from error
 
 
 def _alive(pid: int) -> bool:

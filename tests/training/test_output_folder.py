@@ -61,3 +61,48 @@ def test_finetune_needs_init_from_or_an_explicit_from_scratch(tmp_path):
         finetune.main([*args, "--from_scratch", "--init_from", str(tmp_path)])
     info = finetune.main([*args, "--from_scratch"])
     assert info["hyperparameters"]["from_scratch"] is True
+
+
+def test_a_full_disk_names_the_file_and_the_remedy_and_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from medmae.training.output_folder import DiskFullError
+
+    def full(*args, **kwargs):  # what torch's zip writer says on a full disk
+        raise RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    out = tmp_path / "run"
+    with pytest.raises(DiskFullError, match=r"writing a checkpoint to .*step_2 failed: the disk is full .*MiB free.*"
+                                            r"--save_total_limit.*--resume latest"):
+        pretrain.main([*RUN, "--output_dir", str(out)])
+    assert not (out / "checkpoints" / "step_2").exists() and not (out / LOCK_FILE).exists()
+
+
+def test_a_dead_dataloader_worker_says_why_and_what_to_do():
+    from medmae.training.loop import worker_errors
+
+    class Dying:
+        def __iter__(self):
+            yield 1
+            raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+
+    batches = worker_errors(Dying(), num_workers=8)
+    assert next(batches) == 1
+    with pytest.raises(RuntimeError, match=r"worker process died .*--num_workers 8.*shared memory.*--resume latest"):
+        next(batches)
+
+
+def test_an_item_that_fails_to_load_is_named():
+    import datasets
+
+    from medmae.training.loop import EpochSeededDataset
+
+    def broken(batch):
+        raise OSError("cannot identify image file")
+
+    data = datasets.Dataset.from_dict({"image_id": ["a.png", "b.png"], "x": [1, 2]}).with_transform(broken)
+    with pytest.raises(OSError) as info:
+        EpochSeededDataset(data, seed=0)[1]
+    assert "training item 1 (epoch 0); image_id 'b.png'" in "".join(info.value.__notes__)
