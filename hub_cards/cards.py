@@ -537,7 +537,7 @@ def build_model_card(
                      and any(name in LABEL_CROSSWALK for name in label_source.values()))
     pipeline_snippet = None
     if pipeline_tag == "image-classification":
-        pipeline_snippet = "print(pipe(image, top_k=None))  # every label with its score"
+        pipeline_snippet = "print(pipe(image, top_k=pipe.model.config.num_labels))  # every label (top_k=None: 5)"
     elif pipeline_tag == "image-segmentation":
         pipeline_snippet = "masks = pipe(image)  # one PIL mask per segmentation class"
     files, weights_sha256 = _file_rows(folder)

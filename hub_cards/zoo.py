@@ -167,15 +167,18 @@ def zoo_table_markdown(org: str = DEFAULT_ORG, results: Optional[Mapping[str, st
     from .cards import DATASETS, TASKS
 
     results = dict(results or {})
-    lines = ["| Repository | Model | Task | Data | Parameters | Result | Teacher / base |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| Status | Repository | Model | Task | Data | Parameters | Result | Teacher / base |",
+             "|---|---|---|---|---|---|---|---|"]
     for entry in ZOO:
-        link = f"[`{org}/{entry.name}`](https://huggingface.co/{org}/{entry.name})"
+        published = entry.name in results  # only published repositories are links (others would be 404s)
+        name = f"`{org}/{entry.name}`"
+        link = f"[{name}](https://huggingface.co/{org}/{entry.name})" if published else name
         parent = entry.teacher or entry.base_model
-        parent_text = f"[`{parent}`](https://huggingface.co/{org}/{parent})" if parent else (entry.source or "—")
-        lines.append(f"| {link} | {entry.summary} | {TASKS[entry.task]['display']} | "
-                     f"{DATASETS[entry.dataset]['display']} | {parameter_count(entry) / 1e6:.1f}M | "
-                     f"{results.get(entry.name, 'not yet published')} | {parent_text} |")
+        parent_text = (f"[`{parent}`](https://huggingface.co/{org}/{parent})" if parent in results else f"`{parent}`") \
+            if parent else (entry.source or "—")
+        lines.append(f"| {'published' if published else '**not published**'} | {link} | {entry.summary} | "
+                     f"{TASKS[entry.task]['display']} | {DATASETS[entry.dataset]['display']} | "
+                     f"{parameter_count(entry) / 1e6:.1f}M | {results.get(entry.name, '—')} | {parent_text} |")
     return "\n".join(lines) + "\n"
 
 
