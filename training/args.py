@@ -35,7 +35,7 @@ from typing import Any, Optional, Sequence
 FAMILIES = ("etmae", "sdda_mae")
 TASKS = {
     "pretrain": ("pretraining", "distillation"),
-    "finetune": ("multilabel_classification", "segmentation_classification"),
+    "finetune": ("multilabel_classification", "classification", "segmentation_classification"),
 }
 
 
@@ -44,7 +44,8 @@ class ModelArguments:
     family: str = field(default="sdda_mae", metadata={"help": "model family: etmae | sdda_mae"})
     task: Optional[str] = field(default=None, metadata={
         "help": "pretrain: pretraining | distillation (ETMAE with --teacher); finetune: multilabel_classification "
-                "(ETMAE) | segmentation_classification (SDDA-MAE). Default: derived from family and --teacher."})
+                "| classification (ETMAE; single-label, the default on data with one label per image, e.g. "
+                "imagefolder) | segmentation_classification (SDDA-MAE). Default: from family, --teacher and data."})
     model_preset: str = field(default="tiny_test", metadata={
         "help": "size preset of the model config (ETMAEConfig / SDDAMAEConfig .from_preset)"})
     config_overrides: Optional[str] = field(default=None, metadata={
@@ -409,8 +410,9 @@ def args_to_dict(*groups) -> dict[str, Any]:
     return out
 
 
-def resolve_task(script: str, model_args: ModelArguments) -> str:
-    """The run's task from ``--task`` or from the family (and ``--teacher`` for ETMAE pre-training)."""
+def resolve_task(script: str, model_args: ModelArguments, single_label_data: bool = False) -> str:
+    """The run's task from ``--task`` or from the family (and ``--teacher`` for ETMAE pre-training, and the data
+    for ETMAE fine-tuning: ``single_label_data`` -- one ``label`` per image -- gives ``classification``)."""
     if model_args.family not in FAMILIES:
         raise ValueError(f"unknown family {model_args.family!r}; choose one of {', '.join(FAMILIES)}")
     task = model_args.task
@@ -418,14 +420,16 @@ def resolve_task(script: str, model_args: ModelArguments) -> str:
         if script == "pretrain":
             task = "distillation" if model_args.teacher else "pretraining"
         else:
-            task = "multilabel_classification" if model_args.family == "etmae" else "segmentation_classification"
+            task = ("classification" if single_label_data else "multilabel_classification") \
+                if model_args.family == "etmae" else "segmentation_classification"
     if task not in TASKS[script]:
         raise ValueError(f"{script}: unknown task {task!r}; choose one of {', '.join(TASKS[script])}")
     if task == "pretraining" and model_args.teacher:
         raise ValueError("--teacher was given with --task pretraining; ETMAE distillation is --task distillation")
     if task == "distillation" and (model_args.family != "etmae" or not model_args.teacher):
         raise ValueError("distillation is ETMAE pre-training with a teacher: pass --family etmae --teacher PATH")
-    if script == "finetune" and (task == "multilabel_classification") != (model_args.family == "etmae"):
-        raise ValueError(f"task {task!r} does not belong to family {model_args.family!r} (ETMAE: multi-label "
-                         "classification; SDDA-MAE: segmentation_classification)")
+    if script == "finetune" and (task in ("multilabel_classification", "classification")) != \
+            (model_args.family == "etmae"):
+        raise ValueError(f"task {task!r} does not belong to family {model_args.family!r} (ETMAE: multi-label or "
+                         "single-label classification; SDDA-MAE: segmentation_classification, which needs masks)")
     return task

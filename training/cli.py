@@ -4,6 +4,7 @@
     medmae demo [--quick]                       the whole method on synthetic data, on a laptop
     medmae reproduce sdda ARGS                  the SDDA-MAE ablation (Tables 1-4, Figures 2/3) over seeds
     medmae pretrain|finetune|evaluate ARGS      the Accelerate scripts (``--help``, ``--list_presets``)
+    medmae predict --model RUN --input PATH...  a fine-tuned model on your images: results.csv (+ mask PNGs)
     medmae convert mae|vit-mae|timm SRC OUT     convert a MAE / medical_mae .pth, a transformers ViTMAE folder or a
                                                 timm ViT checkpoint into a medmae folder (+ image processor)
     medmae export|push|verify ARGS              Hub-ready folders (medmae.hub_cards)
@@ -25,6 +26,8 @@ COMMANDS = {
     "pretrain": ("medmae.training.pretrain", "main", "pre-training: SDDA-MAE, ETMAE teacher MAE, ETMAE distillation"),
     "finetune": ("medmae.training.finetune", "main", "fine-tuning: SDDA-MAE seg+cls, ETMAE multi-label"),
     "evaluate": ("medmae.training.evaluate", "main", "the papers' metrics of a fine-tuned model on a split"),
+    "predict": ("medmae.training.predict", "main",
+                "predict a fine-tuned model on images / folders / CSV lists: probabilities CSV, mask PNGs"),
     "demo": ("medmae.training.demo", "main", "the end-to-end demo on synthetic data (--quick: 1 minute)"),
     "reproduce": ("medmae.training.reproduce", "main", "re-run a paper's ablation over seeds: reproduce sdda"),
     "convert": ("medmae.training.cli", "convert_main", "convert MAE / ViTMAE / timm checkpoints"),

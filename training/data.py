@@ -82,7 +82,7 @@ __all__ = [
 
 UNCERTAINTY_POLICIES = ("ones", "zeros", "ignore", "mixed")
 DATASET_NAMES = ("busi", "siim_acr", "chestxray14", "chexpert", "chestxray14+chexpert",
-                 "synthetic_ultrasound", "synthetic_cxr")
+                 "synthetic_ultrasound", "synthetic_cxr", "imagefolder")
 MANIFEST_FORMAT = "medmae-split-manifest/1"
 # Pre-training sets made of several datasets (name -> sources), loaded by training/combined.py.
 COMBINED_DATASETS = {"chestxray14+chexpert": ("chestxray14", "chexpert")}
@@ -1143,6 +1143,7 @@ def load_dataset_by_name(name: str, root=None, **kw) -> DatasetDict:
     ``busi``, ``siim_acr``, ``chestxray14``, ``chexpert`` need ``root`` (the folder as
     published); ``chestxray14+chexpert`` (ETMAE's pre-training set, images only, a ``source``
     column) needs ``root={"chestxray14": DIR1, "chexpert": DIR2}`` (:mod:`medmae.training.combined`);
+    ``imagefolder`` is a folder of your own images (:mod:`medmae.training.own_data`);
     ``synthetic_ultrasound`` and ``synthetic_cxr`` are generated
     (:mod:`medmae.training.synthetic`; ``root`` must be None). ``kw`` goes to the loader.
     Raises ValueError for an unknown name and FileNotFoundError for a missing folder.
@@ -1160,6 +1161,12 @@ def load_dataset_by_name(name: str, root=None, **kw) -> DatasetDict:
         if not Path(root).expanduser().is_dir():
             raise FileNotFoundError(f"dataset {name!r}: folder not found: {root}")
         return real[key](root, **kw)
+    if key == "imagefolder":  # your own images (training/own_data.py, which builds on this module)
+        from .own_data import load_imagefolder
+
+        if root is None:
+            raise ValueError("dataset 'imagefolder' needs root= (your folder of images)")
+        return load_imagefolder(root, **kw)
     if key in ("synthetic_ultrasound", "synthetic_cxr"):
         if root is not None:
             raise ValueError(f"dataset {name!r} is generated; it takes no root folder")

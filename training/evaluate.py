@@ -28,7 +28,8 @@ import torch
 
 from .args import EvaluateArguments, parse_args
 
-KINDS = {"multilabel_classification": "multilabel", "segmentation_classification": "segcls"}
+KINDS = {"multilabel_classification": "multilabel", "classification": "singlelabel",
+         "segmentation_classification": "segcls"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -39,6 +40,7 @@ def predict(model, dataloader, accelerator, kind: str) -> dict[str, np.ndarray]:
     """Run ``model`` over a prepared dataloader and gather predictions and targets on every process.
 
     multilabel: ``probabilities`` [N, K] (sigmoid), ``labels`` [N, K] (+ ``label_mask``).
+    singlelabel: ``cls_prob`` [N, C] (softmax), ``cls_true`` [N].
     segcls: ``seg_pred`` [N, H, W] (argmax), ``seg_true``, ``cls_prob`` [N, C] (softmax), ``cls_true`` [N].
     """
     model.eval()
@@ -55,6 +57,9 @@ def predict(model, dataloader, accelerator, kind: str) -> dict[str, np.ndarray]:
             add("labels", batch["labels"].float())
             if "label_mask" in batch:
                 add("label_mask", batch["label_mask"].float())
+        elif kind == "singlelabel":
+            add("cls_prob", torch.softmax(out.logits.float(), -1))
+            add("cls_true", batch["labels"])
         else:
             add("seg_pred", out.logits.float().argmax(1))
             add("seg_true", batch["labels"])
@@ -81,6 +86,8 @@ def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequen
         names = list(label_names) or [f"label_{k}" for k in range(preds["labels"].shape[1])]
         auc = multilabel_auc(preds["labels"], preds["probabilities"], names, preds.get("label_mask"))
         return {"mauc": auc["mean_auc"], **{f"auc/{k}": v for k, v in auc["per_label"].items()}}
+    if kind == "singlelabel":
+        return singlelabel_metrics(preds, label_names)
     seg = segmentation_metrics(preds["seg_pred"] > 0, preds["seg_true"] > 0)
     num_classes = preds["cls_prob"].shape[1]
     cls = classification_metrics(preds["cls_true"], preds["cls_prob"], num_classes=num_classes)
@@ -92,6 +99,23 @@ def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequen
     return {"dice": seg["dice"], "jaccard": seg["jaccard"], "hd95": seg["hd95"], "asd": seg["asd"],
             "dice_positive": seg["dice_positive"], "accuracy": cls["accuracy"], "precision": precision,
             "recall": recall, "distance_convention": seg["distance_convention"]}
+
+
+def singlelabel_metrics(preds: dict[str, np.ndarray], label_names: Sequence[str] = ()) -> dict:
+    """Single-label classification: ``accuracy``, macro ``precision`` / ``recall`` / ``f1`` and the macro
+    one-vs-rest ``auc`` (classes absent from the truth are left out of the mean; None when fewer than two
+    classes are present), plus ``recall/<class>``."""
+    from sklearn.metrics import roc_auc_score
+
+    from .metrics import classification_metrics
+
+    probs, truth = preds["cls_prob"], preds["cls_true"].astype(int)
+    names = list(label_names) or [str(k) for k in range(probs.shape[1])]
+    cls = classification_metrics(truth, probs, num_classes=probs.shape[1], class_names=names)
+    present = [k for k in range(probs.shape[1]) if 0 < (truth == k).sum() < len(truth)]
+    auc = float(np.mean([roc_auc_score(truth == k, probs[:, k]) for k in present])) if len(present) >= 2 else None
+    return {"accuracy": cls["accuracy"], "precision": cls["precision_macro"], "recall": cls["recall_macro"],
+            "f1": cls["f1_macro"], "auc": auc, **{f"recall/{n}": cls["per_class"][n]["recall"] for n in names}}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -145,6 +169,8 @@ def _params(count) -> str:
 def markdown_for(kind: str, metrics: dict, method: str, dataset: str, num_parameters: Optional[int] = None) -> str:
     if kind == "multilabel":
         return mauc_table({method: metrics}, dataset, {method: num_parameters})
+    if kind == "singlelabel":
+        return classification_table({method: metrics}, dataset)
     return segmentation_table({method: metrics}, dataset) + "\n" + classification_table({method: metrics}, dataset)
 
 
@@ -159,7 +185,8 @@ def load_finetuned(folder):
 
     folder = model_folder(folder)
     config = json.loads((folder / "config.json").read_text())
-    classes = {"ETMAEForImageClassification": (ETMAEForImageClassification, "multilabel"),
+    single = config.get("problem_type") == "single_label_classification"
+    classes = {"ETMAEForImageClassification": (ETMAEForImageClassification, "singlelabel" if single else "multilabel"),
                "SDDAMAEForSegmentationAndClassification": (SDDAMAEForSegmentationAndClassification, "segcls")}
     architectures = config.get("architectures") or []
     found = [classes[name] for name in architectures if name in classes]

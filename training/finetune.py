@@ -5,7 +5,9 @@
   pre-training checkpoint, encoder+decoder transfer (the paper) or encoder only (``--transfer encoder``);
   loss ``0.5 (Dice + CE) + 0.5 (CE + focal)``; best checkpoint on validation Dice.
 * ETMAE: multi-label classification (``ETMAEForImageClassification``, mean-pool head, BCE) with layer-wise
-  lr decay (0.55 in the recipe); best checkpoint on validation mAUC.
+  lr decay (0.55 in the recipe); best checkpoint on validation mAUC. On data with one class per image (e.g.
+  ``--dataset imagefolder`` with a folder per class): single-label classification (cross-entropy), best
+  checkpoint on validation accuracy.
 
     accelerate launch -m medmae.training.finetune --preset busi --data_root /data/BUSI --init_from runs/busi_pt
     medmae finetune --preset chestxray14 --data_root /data/NIH --init_from runs/etmae_student
@@ -32,16 +34,18 @@ from .loop import (
 )
 
 
+def _single_label(splits) -> bool:
+    """One class per image (a ``label`` ClassLabel, no multi-label ``labels``, no masks): e.g. an imagefolder."""
+    columns = splits["train"].column_names
+    return "label" in columns and "labels" not in columns and "mask" not in columns
+
+
 class FinetuneTask(TrainingTask):
     def build(self) -> None:
         from ..modeling.image_processing_medmae import processor_for_config
 
         m, d = self.model_args, self.data_args
         self.family = m.family
-        self.task = resolve_task("finetune", m)
-        self.kind = KINDS[self.task]
-        if self.metric_for_best is None and not self.run_args.metric_for_best:
-            self.metric_for_best = "mauc" if self.kind == "multilabel" else "dice"
         if bool(m.init_from) == m.from_scratch:
             raise ValueError("medmae finetune: give --init_from (the pre-training run or weights to start from) or "
                              "--from_scratch (random initial weights, deliberately)" if not m.init_from else
@@ -49,20 +53,42 @@ class FinetuneTask(TrainingTask):
         image_size = self._image_size()
         splits = load_splits(d, **synthetic_defaults(d, image_size))
         info = getattr(splits, "medmae_split_info", {}) or {}
+        self.task = resolve_task("finetune", m, single_label_data=_single_label(splits))
+        self.kind = KINDS[self.task]
+        self._check_columns(splits)
+        if self.metric_for_best is None and not self.run_args.metric_for_best:
+            self.metric_for_best = {"multilabel": "mauc", "singlelabel": "accuracy"}.get(self.kind, "dice")
         if self.kind == "multilabel":
             num_labels = len(splits["train"][0]["labels"])
             self.label_names = label_names_of(splits, d.dataset, num_labels)
-            self.model = self._etmae_model(self.label_names)
+            self.model = self._etmae_model(self.label_names, "multi_label_classification")
+        elif self.kind == "singlelabel":
+            self.label_names = list(splits["train"].features["label"].names)
+            self.model = self._etmae_model(self.label_names, "single_label_classification")
         else:
             self.label_names = list(splits["train"].features["label"].names)
             self.model = self._sdda_model(self.label_names)
         self.processor = processor_for_config(self.model.config)
         self.split_info = {"split": split_record(splits, d, self.output_dir),
                            "uncertainty_policy": info.get("uncertainty")}
-        columns = ["image", "labels"] + (["label_mask"] if "label_mask" in splits["train"].column_names else []) \
-            if self.kind == "multilabel" else ["image", "mask", "label"]
-        splits = {name: ds.select_columns(columns) for name, ds in splits.items()}
+        splits = {name: ds.select_columns(self._columns(splits)) for name, ds in splits.items()}
         self.datasets = attach_transforms(splits, self.kind, self.processor, d)
+
+    def _columns(self, splits) -> list[str]:
+        if self.kind == "multilabel":
+            return ["image", "labels"] + (["label_mask"] if "label_mask" in splits["train"].column_names else [])
+        return ["image", "label"] if self.kind == "singlelabel" else ["image", "mask", "label"]
+
+    def _check_columns(self, splits) -> None:
+        """The data must carry what the task trains on; say which column is missing and what would provide it."""
+        need = {"multilabel": ["labels"], "singlelabel": ["label"], "segcls": ["mask", "label"]}[self.kind]
+        missing = [c for c in need if c not in splits["train"].column_names]
+        if missing:
+            raise ValueError(f"--task {self.task} needs the column(s) {missing} in --dataset {self.data_args.dataset}, "
+                             f"which has {splits['train'].column_names}" + (
+                                 ": the data is unlabelled (an imagefolder without class sub-folders): pre-train on "
+                                 "it, or put the images in one folder per class" if not {"label", "labels"} &
+                                 set(splits["train"].column_names) else ""))
 
     # -- models --------------------------------------------------------------------------------------
     def _image_size(self) -> int:
@@ -72,11 +98,11 @@ class FinetuneTask(TrainingTask):
             return AutoConfig.from_pretrained(model_folder(self.model_args.init_from)).image_size
         return self.data_args.image_size or model_config(self.model_args, None).image_size
 
-    def _etmae_model(self, names: list[str]):
+    def _etmae_model(self, names: list[str], problem_type: str):
         from ..modeling import ETMAEForImageClassification
 
         m = self.model_args
-        fields = dict(num_labels=len(names), problem_type="multi_label_classification",
+        fields = dict(num_labels=len(names), problem_type=problem_type,
                       id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
         if m.drop_path_rate is not None:
             fields["drop_path_rate"] = m.drop_path_rate
@@ -111,6 +137,8 @@ class FinetuneTask(TrainingTask):
         if self.kind == "multilabel":  # the model's own loss (label_mask: CheXpert's "ignore" policy)
             out = model(pixel_values=batch["pixel_values"], labels=batch["labels"], label_mask=batch.get("label_mask"))
             return out.loss, {}
+        if self.kind == "singlelabel":  # the model's own cross-entropy
+            return model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss, {}
         out = model(pixel_values=batch["pixel_values"], labels=batch["labels"], class_labels=batch["class_labels"])
         return out.loss, {"segmentation_loss": out.segmentation_loss, "classification_loss": out.classification_loss}
 
@@ -123,12 +151,16 @@ class FinetuneTask(TrainingTask):
         dataset = f"{self.data_args.dataset} ({split})"
         if self.kind == "multilabel":
             return mauc_table({method: metrics}, dataset, {method: sum(p.numel() for p in self.model.parameters())})
+        if self.kind == "singlelabel":
+            return classification_table({method: metrics}, dataset)
         return segmentation_table({method: metrics}, dataset) + "\n" + classification_table({method: metrics}, dataset)
 
     def figures(self, model, accelerator, figures_dir: Path, title: str) -> list[Path]:
         from .figures import roc_curves, segmentation_overlays, to_display
 
         preds = getattr(self, "last_predictions", None)
+        if self.kind == "singlelabel":
+            return []  # the metrics table says it; no per-class figure yet
         if self.kind == "multilabel":
             if preds is None:
                 return []

@@ -173,6 +173,7 @@ def attach_transforms(splits, kind: str, processor, data_args, passthrough: Sequ
     make = {"image": lambda train: ClassificationTransform(processor, train, hflip=data_args.hflip, label_column=None,
                                                            passthrough=tuple(passthrough), **crop),
             "multilabel": lambda train: MultiLabelTransform(processor, train, hflip=data_args.hflip, **crop),
+            "singlelabel": lambda train: ClassificationTransform(processor, train, hflip=data_args.hflip, **crop),
             "segcls": lambda train: SegmentationTransform(processor, train, hflip=data_args.hflip, **crop)}
     if kind not in make:
         raise ValueError(f"unknown transform kind {kind!r}")

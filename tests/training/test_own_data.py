@@ -1,0 +1,114 @@
+"""Your own images: ``--dataset imagefolder`` layouts, exact reading, clear errors, and the user's path from a
+folder of images to pre-training, single-label fine-tuning and evaluation."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medmae.training import cli, finetune, pretrain
+from medmae.training.data import DatasetFormatError, load_dataset_by_name
+
+from .fixtures import _write_dicom, corrupt_file
+
+CLASSES = ("benign", "malignant", "normal")
+
+
+def _image(path, seed, size=(24, 28), dtype=np.uint8, high=255):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.random.default_rng(seed).random(size) * high).astype(dtype)).save(path)
+
+
+def class_folder(root, per_class=10):
+    for k, name in enumerate(CLASSES):
+        for i in range(per_class):
+            _image(root / name / f"{name} ({i + 1}).png", seed=100 * k + i)
+    return root
+
+
+def test_one_folder_per_class_is_single_label_with_a_stratified_recorded_split(tmp_path):
+    dd = load_dataset_by_name("imagefolder", class_folder(tmp_path / "data"), seed=0)
+    assert dd["train"].features["label"].names == list(CLASSES)
+    assert {name: len(ds) for name, ds in dd.items()} == {"train": 24, "validation": 3, "test": 3}
+    assert sorted(dd["test"]["label"]) == [0, 1, 2]  # stratified
+    assert dd["test"][0]["image_id"].split("/")[0] in CLASSES and dd.medmae_split_info["layout"] == "classes"
+    again = load_dataset_by_name("imagefolder", tmp_path / "data", seed=0)
+    assert again["test"]["image_id"] == dd["test"]["image_id"]
+
+
+def test_given_splits_are_kept_and_validation_is_carved_from_train(tmp_path):
+    root = tmp_path / "data"
+    class_folder(root / "train", per_class=6)
+    for name in CLASSES[:2]:
+        _image(root / "test" / name / "t.png", seed=7)
+    dd = load_dataset_by_name("imagefolder", root, val_fraction=0.34)
+    assert len(dd["test"]) == 2 and all(i.startswith("test/") for i in dd["test"]["image_id"])
+    assert len(dd["validation"]) == 6 and all(i.startswith("train/") for i in dd["validation"]["image_id"])
+
+
+def test_any_other_folder_is_unlabelled_and_read_exactly(tmp_path):
+    root = tmp_path / "scans"
+    _image(root / "a.png", 1)
+    _image(root / "nested" / "deeper" / "b.jpg", 2)
+    _image(root / "c16.png", 3, dtype=np.uint16, high=4095)  # 12-bit data in a 16-bit PNG
+    _write_dicom(root / "d.dcm", (np.random.default_rng(4).random((24, 28)) * 255).astype(np.uint8),
+                 "1.2.3", "1.2.3.4", "1.2.3.4.5", jpeg=False)
+    (root / "Thumbs.db").write_bytes(b"not an image")
+    dd = load_dataset_by_name("imagefolder", root, test_fraction=0, val_fraction=0, bits_stored=12)
+    assert set(dd) == {"train"} and "label" not in dd["train"].column_names
+    ids = sorted(dd["train"]["image_id"])
+    assert ids == ["a.png", "c16.png", "d.dcm", "nested/deeper/b.jpg"]
+    row = next(r for r in dd["train"] if r["image_id"] == "c16.png")
+    raw = np.asarray(Image.open(root / "c16.png")).astype(np.float64)
+    np.testing.assert_allclose(np.asarray(row["image"], dtype=np.float64), np.round(raw / 4095 * 255), atol=1)
+    with pytest.raises(DatasetFormatError, match="exceed bits_stored=8"):
+        load_dataset_by_name("imagefolder", root, bits_stored=8)
+
+
+def test_bad_folders_are_named(tmp_path):
+    root = class_folder(tmp_path / "data", per_class=3)
+    corrupt_file(root / "benign" / "benign (1).png")
+    with pytest.raises(DatasetFormatError, match=r"benign \(1\)\.png"):
+        load_dataset_by_name("imagefolder", root)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert len(load_dataset_by_name("imagefolder", root, on_bad_image="skip", test_fraction=0,
+                                        val_fraction=0)["train"]) == 8
+    (root / "benign" / "benign (1).png").unlink()
+    _image(root / "normal" / "X.png", 1)
+    _image(root / "normal" / "x.png", 2)
+    with pytest.raises(DatasetFormatError, match="found twice"):
+        load_dataset_by_name("imagefolder", root)
+    with pytest.raises(FileNotFoundError, match="folder not found"):
+        load_dataset_by_name("imagefolder", tmp_path / "missing")
+
+
+FAST = ["--report_to", "none", "--figures", "False", "--progress_bar", "False", "--batch_size", "4", "--lr", "1e-3"]
+
+
+def test_pretrain_on_a_folder_then_single_label_finetune_and_evaluate(tmp_path):
+    scans = tmp_path / "scans"
+    for i in range(16):
+        _image(scans / f"s{i}.png", seed=500 + i, size=(40, 36))
+    labelled = class_folder(tmp_path / "labelled", per_class=8)
+    pretrain.main(["--family", "etmae", "--model_preset", "tiny_test", "--image_size", "32", "--dataset",
+                   "imagefolder", "--data_root", str(scans), "--max_steps", "3", *FAST,
+                   "--output_dir", str(tmp_path / "pre")])
+    with pytest.raises(ValueError, match=r"needs the column\(s\) .*the data is unlabelled"):
+        finetune.main(["--family", "etmae", "--dataset", "imagefolder", "--data_root", str(scans), "--init_from",
+                       str(tmp_path / "pre"), "--max_steps", "2", *FAST, "--output_dir", str(tmp_path / "bad")])
+    info = finetune.main(["--family", "etmae", "--dataset", "imagefolder", "--data_root", str(labelled),
+                          "--init_from", str(tmp_path / "pre"), "--max_steps", "4", *FAST,
+                          "--output_dir", str(tmp_path / "ft")])
+    assert info["task"] == "classification" and info["label_names"] == list(CLASSES)
+    assert {"accuracy", "precision", "recall", "f1", "auc"} <= set(info["metrics"])
+    config = json.loads((tmp_path / "ft" / "final" / "config.json").read_text())
+    assert config["problem_type"] == "single_label_classification" and config["id2label"]["2"] == "normal"
+    assert cli.main(["evaluate", "--model", str(tmp_path / "ft"), "--data_root", str(labelled), "--output_dir",
+                     str(tmp_path / "eval")]) == 0
+    payload = json.loads((tmp_path / "eval" / "metrics_test.json").read_text())
+    assert payload["metrics"]["accuracy"] == pytest.approx(info["metrics"]["accuracy"])
+    assert cli.main(["predict", "--model", str(tmp_path / "ft"), "--input", str(labelled / "normal"), "--output",
+                     str(tmp_path / "predictions.csv"), "--no_progress"]) == 0
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + 8 and rows[0].startswith("path,prob/benign,prob/malignant,prob/normal,prediction")
