@@ -94,6 +94,16 @@ class DataArguments:
         "help": "training augmentation recipe: crop_flip (random resized crop + flip; SDDA-MAE) | medical_mae "
                 "(bicubic crop, flip, timm RandAugment rand-m6-mstd0.5-inc1; evaluation Resize(size/0.875) + "
                 "CenterCrop; ETMAE's NIH/CheXpert default) | simple (resize + flip; the ETMAE authors' code)"})
+    csv: Optional[str] = field(default=None, metadata={
+        "help": "--dataset csv: the CSV of image paths (relative to --data_root) and labels"})
+    image_column: Optional[str] = field(default=None, metadata={
+        "help": "--dataset csv / hf:NAME: the column of images (default: path / image)"})
+    label_columns: Optional[list[str]] = field(default=None, metadata={
+        "help": "--dataset csv / hf:NAME: label column(s): one = single-label (or '|'-separated findings), several "
+                "0/1 columns = multi-label (default: csv every other column; hf label)"})
+    group_column: Optional[str] = field(default=None, metadata={
+        "help": "--dataset csv: a group (e.g. patient) column; no group spans two splits"})
+    mask_column: Optional[str] = field(default=None, metadata={"help": "--dataset hf:NAME: the column of masks"})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "truncate the training split"})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "truncate validation/test splits"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers"})

@@ -82,7 +82,7 @@ __all__ = [
 
 UNCERTAINTY_POLICIES = ("ones", "zeros", "ignore", "mixed")
 DATASET_NAMES = ("busi", "siim_acr", "chestxray14", "chexpert", "chestxray14+chexpert",
-                 "synthetic_ultrasound", "synthetic_cxr", "imagefolder")
+                 "synthetic_ultrasound", "synthetic_cxr", "imagefolder", "csv", "hf:NAME_OR_PATH")
 MANIFEST_FORMAT = "medmae-split-manifest/1"
 # Pre-training sets made of several datasets (name -> sources), loaded by training/combined.py.
 COMBINED_DATASETS = {"chestxray14+chexpert": ("chestxray14", "chexpert")}
@@ -1161,12 +1161,14 @@ def load_dataset_by_name(name: str, root=None, **kw) -> DatasetDict:
         if not Path(root).expanduser().is_dir():
             raise FileNotFoundError(f"dataset {name!r}: folder not found: {root}")
         return real[key](root, **kw)
-    if key == "imagefolder":  # your own images (training/own_data.py, which builds on this module)
-        from .own_data import load_imagefolder
+    if key in ("imagefolder", "csv") or key.startswith("hf:"):  # your own data (training/own_data.py, on this module)
+        from . import own_data
 
+        if key.startswith("hf:"):
+            return own_data.load_hf(str(name).strip()[3:], **kw)
         if root is None:
-            raise ValueError("dataset 'imagefolder' needs root= (your folder of images)")
-        return load_imagefolder(root, **kw)
+            raise ValueError(f"dataset {key!r} needs root= (your folder of images)")
+        return own_data.load_imagefolder(root, **kw) if key == "imagefolder" else own_data.load_csv(root, **kw)
     if key in ("synthetic_ultrasound", "synthetic_cxr"):
         if root is not None:
             raise ValueError(f"dataset {name!r} is generated; it takes no root folder")

@@ -227,7 +227,7 @@ def evaluation_data(args: EvaluateArguments, run: Optional[dict], run_dir: Optio
                                  else None)
     seed = recorded.get("split_seed", 0) if args.split_seed is None else args.split_seed
     return _EvalData(dataset, args.data_root, args.dataset_kwargs or recorded.get("dataset_kwargs"), seed, manifest,
-                     args, image_size, recorded.get("augmentation"))
+                     args, image_size, recorded.get("augmentation")).with_columns(recorded)
 
 
 def check_same_split(run_dir: Path, name: str, split) -> bool:
@@ -335,6 +335,13 @@ class _EvalData:
         self.crop_scale_min, self.hflip, self.image_size = None, False, image_size
         # the run's recipe decides the evaluation geometry
         self.augmentation = args.augmentation or recorded_augmentation or "crop_flip"
+        self.csv = self.image_column = self.label_columns = self.group_column = self.mask_column = None
+
+    def with_columns(self, recorded: dict) -> "_EvalData":
+        """The column mappings of ``--dataset csv`` / ``hf:NAME`` as the run recorded them."""
+        for name in ("csv", "image_column", "label_columns", "group_column", "mask_column"):
+            setattr(self, name, recorded.get(name))
+        return self
 
 
 def _synthetic_size(args, image_size: int) -> dict:

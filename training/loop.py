@@ -124,7 +124,7 @@ def load_splits(data_args, **extra):
     ``max_train_samples`` / ``max_eval_samples``. Errors (unknown name, missing folder) name the problem."""
     from .data import load_dataset_by_name
 
-    kwargs = {**json_dict(data_args.dataset_kwargs, "dataset_kwargs"), **extra}
+    kwargs = {**json_dict(data_args.dataset_kwargs, "dataset_kwargs"), **own_data_arguments(data_args), **extra}
     kwargs.setdefault("seed", data_args.split_seed)
     if data_args.manifest:
         kwargs["manifest"] = data_args.manifest
@@ -139,6 +139,24 @@ def load_splits(data_args, **extra):
             if name in splits:
                 splits[name] = splits[name].select(range(min(data_args.max_eval_samples, len(splits[name]))))
     return splits
+
+
+def own_data_arguments(data_args) -> dict:
+    """The column mappings of ``--dataset csv`` / ``hf:NAME`` (refused with the other datasets, where they would be
+    ignored)."""
+    given = {name: getattr(data_args, name, None) for name in ("csv", "image_column", "label_columns", "group_column",
+                                                               "mask_column")}
+    given = {k: v for k, v in given.items() if v}
+    key = str(data_args.dataset).strip().lower()
+    allowed = {"csv": {"csv", "image_column", "label_columns", "group_column"}}.get(
+        key, {"image_column", "label_columns", "mask_column"} if key.startswith("hf:") else set())
+    if set(given) - allowed:
+        raise ValueError(f"--{' --'.join(sorted(set(given) - allowed))} do(es) not apply to --dataset "
+                         f"{data_args.dataset} (csv takes --csv --image_column --label_columns --group_column; "
+                         "hf:NAME takes --image_column --label_columns --mask_column)")
+    if key == "csv" and "csv" not in given:
+        raise ValueError("--dataset csv needs --csv FILE (image paths relative to --data_root, and labels)")
+    return given
 
 
 def split_record(splits, data_args, out_dir: Optional[Path]) -> dict:

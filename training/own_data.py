@@ -1,7 +1,7 @@
 # Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
-"""Your own images as a medmae dataset: ``--dataset imagefolder --data_root DIR``.
+"""Your own images as a medmae dataset: ``--dataset imagefolder|csv|hf:NAME --data_root DIR``.
 
-Three layouts are recognised, in this order:
+``imagefolder``: three layouts are recognised, in this order:
 
 * ``DIR/train/<class>/*``, with ``DIR/validation/<class>/*`` and/or ``DIR/test/<class>/*``: your own split,
   kept as given (a missing ``validation`` is carved from ``train``, stratified by class);
@@ -15,6 +15,13 @@ MONOCHROME1 inverted, more than 8 bits stored scaled to 0-255). PNG/TIFF images 
 data stored in 16-bit files) -- never clipped. ``image_id`` is the path relative to ``DIR``. Files that are not
 images (``Thumbs.db``, ``.DS_Store``, CSVs) are ignored; an unreadable image raises an error naming it
 (``on_bad_image="skip"`` skips it with a warning instead); a class folder without images is an error.
+
+``csv`` (:func:`load_csv`): a CSV of image paths relative to ``DIR`` (column ``path``) and labels: one column of
+class names (single-label), one column of ``|``-separated findings (multi-label; empty = none), or several 0/1
+columns (multi-label); an optional group column (e.g. patient) makes the splits group-disjoint.
+
+``hf:NAME_OR_PATH`` (:func:`load_hf`): a ``datasets`` dataset saved with ``save_to_disk`` (a local folder) or a
+Hub dataset, its columns mapped by ``image_column``, ``label_columns`` and ``mask_column``.
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ from .data import (
     _BadFiles,
     _build,
     _bytes_cell,
+    _csv_rows,
     _dicom_image,
     _image_cell,
+    _inside_root,
     _png_bytes,
     natural_key,
 )
@@ -157,3 +166,141 @@ def _given_assignment(rows: list[dict], val_fraction: float, seed: int) -> dict:
     if not out["validation"]:
         warnings.warn("imagefolder: no validation split (the best checkpoint will be the last)", stacklevel=3)
     return {split: idx for split, idx in out.items() if idx}
+
+
+# ============================================================================ csv
+def _csv_labels(rows: list[tuple[str, dict]], columns: list[str], separator: str) -> tuple[str, list[str], list]:
+    """("single" | "multi", label names, per-row label: class name, or a 0/1 vector)."""
+    if len(columns) == 1:
+        values = [row[columns[0]] for _, row in rows]
+        if any(separator in v for v in values):
+            names = sorted({n.strip() for v in values for n in v.split(separator) if n.strip()}, key=natural_key)
+            return "multi", names, [[float(n in {x.strip() for x in v.split(separator)}) for n in names]
+                                    for v in values]
+        for where, row in rows:
+            if not row[columns[0]]:
+                raise DatasetFormatError(f"{where}, column {columns[0]!r}: empty label")
+        return "single", sorted(set(values), key=natural_key), values
+    vectors = []
+    for where, row in rows:
+        bad = [c for c in columns if row[c] not in ("0", "1", "0.0", "1.0")]
+        if bad:
+            raise DatasetFormatError(f"{where}, column {bad[0]!r}: value {row[bad[0]]!r} is not 0 or 1 (several label "
+                                     "columns are a multi-label target)")
+        vectors.append([float(row[c]) for c in columns])
+    return "multi", list(columns), vectors
+
+
+def load_csv(root, csv, seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1, *,
+             image_column: str = "path", label_columns=None, group_column: str | None = None,
+             separator: str = "|", manifest=None, bits_stored: int = 16, check_images: str = "header",
+             on_bad_image: str = "raise") -> DatasetDict:
+    """Images listed in a CSV (relative to ``root``) with their labels; ``label_columns`` default to every column
+    but the image and group columns. Single-label: ``label`` (ClassLabel of the sorted names), splits stratified
+    by class; multi-label: ``labels`` (0/1 per name, names recorded as the split info's ``labels``). With
+    ``group_column`` no group spans two splits. Errors name the CSV's file, line and column."""
+    root = Path(root).expanduser()
+    path = Path(csv).expanduser()
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise FileNotFoundError(f"csv: file not found: {path}")
+    rows = list(_csv_rows(path, [image_column, *([group_column] if group_column else [])]))
+    if not rows:
+        raise DatasetFormatError(f"{path}: no rows after the header")
+    header = list(rows[0][1])
+    columns = list(label_columns) if label_columns else [c for c in header if c not in (image_column, group_column)]
+    missing = [c for c in columns if c not in header]
+    if missing or not columns:
+        raise DatasetFormatError(f"{path}: label column(s) {missing or '(none)'} not in the header {header}")
+    kind, names, labels = _csv_labels(rows, columns, separator)
+    bad, records, seen = _BadFiles("csv", on_bad_image, check_images), [], {}
+    for (where, row), label in zip(rows, labels):
+        image = _inside_root(root, row[image_column], f"{where}, column {image_column!r}")
+        _add_unique(seen, row[image_column], f"{path.name}, {where}", f"csv: image {row[image_column]!r}")
+        if not image.is_file():
+            bad.handle(FileNotFoundError(f"{where}: image file not found: {image}"))
+            continue
+        cell = _cell(image, bad, bits_stored)
+        if cell is not False:
+            records.append({"image": cell, "image_id": row[image_column], "group": row.get(group_column),
+                            "label": names.index(label) if kind == "single" else None,
+                            "labels": label if kind == "multi" else None})
+    bad.report()
+    if not records:
+        raise DatasetFormatError(f"{path}: no readable images")
+    ids = [r["image_id"] for r in records]
+    strata = [r["label"] if kind == "single" else 0 for r in records]
+    groups = [r["group"] for r in records] if group_column else None
+    assignment = _assign(ids, strata, manifest, "csv", test_fraction, val_fraction, seed, groups)
+    features = {"image": datasets.Image(), "image_id": Value("string")}
+    features.update({"label": ClassLabel(names=names)} if kind == "single"
+                    else {"labels": datasets.List(Value("float32"))})
+    info = {"dataset": "csv", "csv": path.name, "seed": seed, "test_fraction": test_fraction,
+            "val_fraction": val_fraction, "kind": "group-disjoint" if group_column else "seeded",
+            "labels": names, "stratified_by": "label" if kind == "single" else None, "bits_stored": bits_stored}
+    return _build(records, Features(features), assignment, info, f"{path.name}: {len(records)} images, {kind}-label")
+
+
+# ============================================================================ datasets (local or Hub)
+_SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+                "dev": "validation", "test": "test"}
+
+
+def load_hf(name: str, seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1, *,
+            image_column: str = "image", label_columns=None, mask_column: str | None = None,
+            manifest=None) -> DatasetDict:
+    """A ``datasets`` dataset as medmae's columns: ``image_column`` -> ``image``; one label column -> ``label``
+    (a ClassLabel, or class names / integers made one); several 0/1 columns -> ``labels``; ``mask_column`` ->
+    ``mask``. ``name``: a ``save_to_disk`` folder or a Hub id (downloads unless ``HF_HUB_OFFLINE=1``). Its
+    ``train`` / ``validation`` / ``test`` splits are kept (``valid``, ``val``, ``dev`` count as validation);
+    missing ones are carved from train, seeded and stratified by class."""
+    local = Path(name).expanduser()
+    loaded = datasets.load_from_disk(str(local)) if local.is_dir() else datasets.load_dataset(name)
+    loaded = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+    unknown = [s for s in loaded if s not in _SPLIT_NAMES]
+    if unknown or "train" not in loaded:
+        raise DatasetFormatError(f"hf:{name}: splits {list(loaded)}; medmae needs 'train' (and optionally "
+                                 f"'validation' / 'test'), not {unknown or 'no train'}")
+    columns = loaded["train"].column_names
+    label_columns = list(label_columns or ([c for c in ("label", "labels") if c in columns][:1]))
+    for column in [image_column, *label_columns, *([mask_column] if mask_column else [])]:
+        if column not in columns:
+            raise DatasetFormatError(f"hf:{name}: no column {column!r}; it has {columns} (map yours with "
+                                     "--image_column / --label_columns / --mask_column)")
+    if not isinstance(loaded["train"].features[image_column], datasets.Image):
+        raise DatasetFormatError(f"hf:{name}: column {image_column!r} is {loaded['train'].features[image_column]}, "
+                                 "not an Image feature")
+    parts = {_SPLIT_NAMES[s]: _hf_columns(ds, s, image_column, label_columns, mask_column) for s, ds in loaded.items()}
+    merged = datasets.concatenate_datasets(list(parts.values()))
+    features = merged.features
+    if "label" in merged.column_names and not isinstance(features["label"], ClassLabel):
+        names = sorted({str(v) for v in merged["label"]}, key=natural_key)
+        merged = merged.cast_column("label", ClassLabel(names=names)) if all(isinstance(v, str) for v in
+                                                                              merged["label"]) else \
+            merged.map(lambda r: {"label": names.index(str(r["label"]))}).cast_column("label", ClassLabel(names=names))
+    ids = merged["image_id"]
+    origin = [s for s, ds in parts.items() for _ in range(len(ds))]
+    if manifest is not None or set(parts) == {"train"}:
+        strata = merged["label"] if "label" in merged.column_names else [0] * len(ids)
+        assignment = _assign(ids, strata, manifest, f"hf:{name}", test_fraction, val_fraction, seed)
+    else:
+        assignment = {s: [i for i, o in enumerate(origin) if o == s] for s in parts}
+    info = {"dataset": f"hf:{local.name if local.is_dir() else name}", "seed": seed, "kind": "seeded"
+            if set(parts) == {"train"} else "given", "labels": list(label_columns) if "labels" in
+            merged.column_names else None}
+    out = DatasetDict({s: merged.select(idx) for s, idx in assignment.items()})
+    out.medmae_split_info = info
+    return out
+
+
+def _hf_columns(ds, split: str, image_column: str, label_columns: list, mask_column):
+    """One split with medmae's column names and a stable ``image_id``."""
+    keep = {image_column: "image", **({mask_column: "mask"} if mask_column else {})}
+    if len(label_columns) == 1:
+        keep[label_columns[0]] = "label" if label_columns[0] != "labels" else "labels"
+    out = ds.select_columns(list(dict.fromkeys([*keep, *label_columns])))
+    if len(label_columns) > 1:
+        out = out.map(lambda r: {"labels": [float(r[c]) for c in label_columns]}, remove_columns=label_columns)
+    out = out.rename_columns({k: v for k, v in keep.items() if k != v and k in out.column_names})
+    ids = ds["image_id"] if "image_id" in ds.column_names else [f"{split}/{i}" for i in range(len(ds))]
+    return out.add_column("image_id", [str(i) for i in ids])

@@ -112,3 +112,60 @@ def test_pretrain_on_a_folder_then_single_label_finetune_and_evaluate(tmp_path):
                      str(tmp_path / "predictions.csv"), "--no_progress"]) == 0
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + 8 and rows[0].startswith("path,prob/benign,prob/malignant,prob/normal,prediction")
+
+
+def test_csv_single_multi_label_and_group_disjoint_splits(tmp_path):
+    root = tmp_path / "data"
+    lines = ["path,finding,patient"]
+    for i in range(24):
+        _image(root / "img" / f"{i}.png", seed=i)
+        lines.append(f"img/{i}.png,{['Mass', 'Nodule|Mass', ''][i % 3]},p{i // 2}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    dd = load_dataset_by_name("csv", root, csv="labels.csv", group_column="patient", test_fraction=0.25,
+                              val_fraction=0.2)
+    assert dd.medmae_split_info["labels"] == ["Mass", "Nodule"]
+    assert dd["train"][1]["labels"] == [1.0, 1.0] and dd["train"].features["labels"].feature.dtype == "float32"
+    patients = {name: {row.split(",")[2] for row in lines[1:] if row.split(",")[0] in set(ds["image_id"])}
+                for name, ds in dd.items()}
+    assert not (patients["train"] & patients["test"]) and not (patients["train"] & patients["validation"])
+    single = ["path,diagnosis"] + [f"img/{i}.png,{'benign' if i % 2 else 'malignant'}" for i in range(24)]
+    (root / "single.csv").write_text("\n".join(single) + "\n")
+    dd = load_dataset_by_name("csv", root, csv="single.csv")
+    assert dd["train"].features["label"].names == ["benign", "malignant"]
+    (root / "bad.csv").write_text("path,Mass,Nodule\nimg/0.png,1,0\nimg/1.png,1,-1\n")
+    with pytest.raises(DatasetFormatError, match=r"bad\.csv, line 3, column 'Nodule': value '-1' is not 0 or 1"):
+        load_dataset_by_name("csv", root, csv="bad.csv")
+    (root / "escape.csv").write_text("path,diagnosis\n../outside.png,benign\n")
+    with pytest.raises(DatasetFormatError, match=r"escape\.csv, line 2, column 'path'.*outside the dataset folder"):
+        load_dataset_by_name("csv", root, csv="escape.csv")
+
+
+def test_a_saved_datasets_dataset_with_its_own_column_names(tmp_path):
+    import datasets
+
+    images = [Image.fromarray((np.random.default_rng(i).random((20, 20)) * 255).astype(np.uint8)) for i in range(20)]
+    ds = datasets.Dataset.from_dict({"img": images, "dx": ["a", "b"] * 10},
+                                    features=datasets.Features({"img": datasets.Image(), "dx": datasets.Value("string")}))
+    datasets.DatasetDict({"train": ds, "valid": ds.select(range(4))}).save_to_disk(str(tmp_path / "saved"))
+    dd = load_dataset_by_name(f"hf:{tmp_path / 'saved'}", image_column="img", label_columns=["dx"])
+    assert set(dd) == {"train", "validation"} and dd["train"].features["label"].names == ["a", "b"]
+    assert dd["train"].column_names == ["image", "label", "image_id"] and dd["validation"][0]["image_id"] == "valid/0"
+    with pytest.raises(DatasetFormatError, match="no column 'image'.*--image_column"):
+        load_dataset_by_name(f"hf:{tmp_path / 'saved'}")
+
+
+def test_finetune_multi_label_from_a_csv_on_the_command_line(tmp_path):
+    root = tmp_path / "data"
+    lines = ["path,findings"]
+    for i in range(30):
+        _image(root / f"{i}.png", seed=i, size=(40, 40))
+        lines.append(f"{i}.png,{['Mass', 'Nodule|Mass', 'Effusion'][i % 3]}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    args = ["--family", "etmae", "--dataset", "csv", "--data_root", str(root), "--from_scratch", "--image_size", "32",
+            "--max_steps", "2", *FAST]
+    info = finetune.main([*args, "--csv", "labels.csv", "--output_dir", str(tmp_path / "ft")])
+    assert info["task"] == "multilabel_classification" and "auc/Nodule" in info["metrics"]
+    with pytest.raises(ValueError, match="--csv FILE"):
+        finetune.main([*args, "--output_dir", str(tmp_path / "ft2")])
+    with pytest.raises(ValueError, match="--group_column do.*not apply to --dataset busi"):
+        finetune.main([*args[:3], "busi", *args[4:], "--group_column", "patient", "--output_dir", str(tmp_path / "x")])
