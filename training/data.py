@@ -82,7 +82,7 @@ __all__ = [
 
 UNCERTAINTY_POLICIES = ("ones", "zeros", "ignore", "mixed")
 DATASET_NAMES = ("busi", "siim_acr", "chestxray14", "chexpert", "chestxray14+chexpert",
-                 "synthetic_ultrasound", "synthetic_cxr", "imagefolder", "csv", "hf:NAME_OR_PATH")
+                 "synthetic_ultrasound", "synthetic_cxr", "imagefolder", "csv", "segfolder", "hf:NAME_OR_PATH")
 MANIFEST_FORMAT = "medmae-split-manifest/1"
 # Pre-training sets made of several datasets (name -> sources), loaded by training/combined.py.
 COMBINED_DATASETS = {"chestxray14+chexpert": ("chestxray14", "chexpert")}
@@ -1161,14 +1161,16 @@ def load_dataset_by_name(name: str, root=None, **kw) -> DatasetDict:
         if not Path(root).expanduser().is_dir():
             raise FileNotFoundError(f"dataset {name!r}: folder not found: {root}")
         return real[key](root, **kw)
-    if key in ("imagefolder", "csv") or key.startswith("hf:"):  # your own data (training/own_data.py, on this module)
+    if key in ("imagefolder", "csv", "segfolder") or key.startswith("hf:"):  # your own data (training/own_data.py)
         from . import own_data
 
         if key.startswith("hf:"):
             return own_data.load_hf(str(name).strip()[3:], **kw)
         if root is None:
             raise ValueError(f"dataset {key!r} needs root= (your folder of images)")
-        return own_data.load_imagefolder(root, **kw) if key == "imagefolder" else own_data.load_csv(root, **kw)
+        load = {"imagefolder": own_data.load_imagefolder, "csv": own_data.load_csv,
+                "segfolder": own_data.load_segfolder}[key]
+        return load(root, **kw)
     if key in ("synthetic_ultrasound", "synthetic_cxr"):
         if root is not None:
             raise ValueError(f"dataset {name!r} is generated; it takes no root folder")

@@ -22,6 +22,10 @@ columns (multi-label); an optional group column (e.g. patient) makes the splits 
 
 ``hf:NAME_OR_PATH`` (:func:`load_hf`): a ``datasets`` dataset saved with ``save_to_disk`` (a local folder) or a
 Hub dataset, its columns mapped by ``image_column``, ``label_columns`` and ``mask_column``.
+
+``segfolder`` (:func:`load_segfolder`): ``DIR/images/`` and ``DIR/masks/`` with matching stems, for SDDA-MAE's
+joint segmentation + classification; the class of each image from sub-folders (``images/<class>/x.png`` with
+``masks/<class>/x.png``) or from ``DIR/labels.csv`` (columns ``image``: the stem, ``label``: the class).
 """
 
 from __future__ import annotations
@@ -304,3 +308,90 @@ def _hf_columns(ds, split: str, image_column: str, label_columns: list, mask_col
     out = out.rename_columns({k: v for k, v in keep.items() if k != v and k in out.column_names})
     ids = ds["image_id"] if "image_id" in ds.column_names else [f"{split}/{i}" for i in range(len(ds))]
     return out.add_column("image_id", [str(i) for i in ids])
+
+
+# ============================================================================ segfolder
+def _mask_cell(path: Path, image_size, where: str) -> dict:
+    """A binary mask file (0/1 or 0/255, any of L / RGB / RGBA / P; alpha ignored) as 0/1 PNG bytes; other
+    values (several foreground classes) are refused: SDDA-MAE's fine-tuning segments one foreground class."""
+    try:
+        with PILImage.open(path) as im:
+            values = np.asarray(im.convert("L") if im.mode in ("1", "P", "RGB", "RGBA", "LA") else im)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImageError(f"{where}cannot read mask file {path}: {exc}") from exc
+    found = sorted(int(v) for v in np.unique(values))
+    if not set(found) <= {0, 1} and not set(found) <= {0, 255}:
+        raise DatasetFormatError(f"{where}mask {path} holds the values {found[:8]}: expected a binary mask, 0/1 or "
+                                 "0/255 (several foreground classes are not supported by SDDA-MAE fine-tuning)")
+    if image_size not in (None, True) and tuple(image_size) != (values.shape[1], values.shape[0]):
+        raise DatasetFormatError(f"{where}mask {path} is {values.shape[1]}x{values.shape[0]}, its image "
+                                 f"{image_size[0]}x{image_size[1]}")
+    return _bytes_cell(_png_bytes((values > 0).astype(np.uint8)))
+
+
+def _segfolder_labels(root: Path) -> Optional[dict]:
+    """``{stem: class}`` from ``labels.csv`` (columns ``image``, ``label``), or None without the file."""
+    path = root / "labels.csv"
+    if not path.is_file():
+        return None
+    out: dict = {}
+    for where, row in _csv_rows(path, ["image", "label"]):
+        stem = Path(row["image"]).stem
+        if not row["label"]:
+            raise DatasetFormatError(f"{where}, column 'label': empty label for {row['image']!r}")
+        if stem in out:
+            raise DatasetFormatError(f"{where}: a second label for image {stem!r}")
+        out[stem] = row["label"]
+    return out
+
+
+def load_segfolder(root, seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1, *, manifest=None,
+                   check_images: str = "header", on_bad_image: str = "raise") -> DatasetDict:
+    """Images with binary lesion masks and a class per image (columns ``image``, ``mask``, ``label``,
+    ``image_id``), split stratified by class like BUSI. Every image needs its mask (an image without one, a
+    mask without its image, or a mask of another size is an error naming the files)."""
+    root = Path(root).expanduser()
+    images_dir, masks_dir = root / "images", root / "masks"
+    for folder in (images_dir, masks_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"segfolder: {folder} not found (expected {root}/images/ and {root}/masks/)")
+    csv_labels = _segfolder_labels(root)
+    bad = _BadFiles("segfolder", on_bad_image, check_images)
+    images, masks = {}, {}
+    for files, found in ((_image_files(images_dir), images), (_image_files(masks_dir), masks)):
+        base = images_dir if found is images else masks_dir
+        for path in files:
+            key = path.relative_to(base).with_suffix("").as_posix()
+            _add_unique(found, key.lower(), path, f"segfolder: {'image' if found is images else 'mask'} {key!r}")
+    orphans = sorted(set(masks) - set(images))
+    if orphans:
+        raise DatasetFormatError(f"segfolder: masks without an image: {', '.join(str(masks[k]) for k in orphans[:5])}")
+    rows = []
+    for key in sorted(images, key=natural_key):
+        image = images[key]
+        if key not in masks:
+            raise DatasetFormatError(f"segfolder: image {image} has no mask in {masks_dir} (same relative name)")
+        label = Path(key).parent.name if "/" in key else (csv_labels or {}).get(Path(key).stem)
+        if csv_labels is not None and label is None:
+            raise DatasetFormatError(f"segfolder: {root / 'labels.csv'} has no label for image {key!r}")
+        size = bad.image(image)
+        if size is False:
+            continue
+        rows.append({"image": _cell(image, bad, 16), "mask": _mask_cell(masks[key], size, ""),
+                     "label": label, "image_id": image.relative_to(images_dir).as_posix()})
+    bad.report()
+    if not rows:
+        raise DatasetFormatError(f"segfolder: no images under {images_dir}")
+    if any(r["label"] is None for r in rows):
+        raise DatasetFormatError(f"segfolder: no class for the images (sub-folders images/<class>/ or "
+                                 f"{root / 'labels.csv'}); SDDA-MAE fine-tuning trains segmentation and diagnosis")
+    names = sorted({r["label"] for r in rows}, key=natural_key)
+    for r in rows:
+        r["label"] = names.index(r["label"])
+    assignment = _assign([r["image_id"] for r in rows], [r["label"] for r in rows], manifest, "segfolder",
+                         test_fraction, val_fraction, seed)
+    features = Features({"image": datasets.Image(), "mask": datasets.Image(), "label": ClassLabel(names=names),
+                         "image_id": Value("string")})
+    info = {"dataset": "segfolder", "seed": seed, "test_fraction": test_fraction, "val_fraction": val_fraction,
+            "classes": names, "stratified_by": "label"}
+    return _build(rows, features, assignment, info, f"segfolder: {len(rows)} images with masks, classes {names}")

@@ -169,3 +169,59 @@ def test_finetune_multi_label_from_a_csv_on_the_command_line(tmp_path):
         finetune.main([*args, "--output_dir", str(tmp_path / "ft2")])
     with pytest.raises(ValueError, match="--group_column do.*not apply to --dataset busi"):
         finetune.main([*args[:3], "busi", *args[4:], "--group_column", "patient", "--output_dir", str(tmp_path / "x")])
+
+
+def _lesion(size, seed, value):
+    mask = np.zeros(size, np.uint8)
+    r = np.random.default_rng(seed).integers(4, 10)
+    mask[r:r + 8, r:r + 10] = value
+    return mask
+
+
+def segfolder(root, n=8):
+    """images/<class>/i.png with masks/<class>/i.png, odd masks stored 0/255 and even ones 0/1."""
+    for k, name in enumerate(("benign", "malignant")):
+        (root / "masks" / name).mkdir(parents=True)
+        for i in range(n):
+            _image(root / "images" / name / f"{i}.png", seed=10 * k + i, size=(32, 32))
+            Image.fromarray(_lesion((32, 32), i, 255 if i % 2 else 1)).save(root / "masks" / name / f"{i}.png")
+    return root
+
+
+def test_segfolder_masks_0_1_and_0_255_classes_from_folders_or_csv(tmp_path):
+    root = segfolder(tmp_path / "seg")
+    dd = load_dataset_by_name("segfolder", root, test_fraction=0.25, val_fraction=0.2)
+    assert dd["train"].features["label"].names == ["benign", "malignant"]
+    values = set(np.unique(np.concatenate([np.asarray(m).ravel() for m in dd["train"]["mask"]])).tolist())
+    assert values == {0, 1}  # 0/255 and 0/1 masks both become 0/1
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    (flat / "masks").mkdir()
+    for i in range(6):
+        _image(flat / "images" / f"case{i}.png", seed=i, size=(32, 32))
+        Image.fromarray(_lesion((32, 32), i, 255)).save(flat / "masks" / f"case{i}.png")
+    (flat / "labels.csv").write_text("image,label\n" + "".join(f"case{i}.png,{'a' if i < 3 else 'b'}\n"
+                                                               for i in range(6)))
+    assert load_dataset_by_name("segfolder", flat, test_fraction=0, val_fraction=0)["train"].features[
+        "label"].names == ["a", "b"]
+    Image.fromarray(_lesion((32, 32), 0, 2) + _lesion((32, 32), 5, 1)).save(flat / "masks" / "case0.png")
+    with pytest.raises(DatasetFormatError, match=r"case0\.png holds the values \[0, 1, 2"):
+        load_dataset_by_name("segfolder", flat)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(flat / "masks" / "case0.png")
+    with pytest.raises(DatasetFormatError, match=r"case0\.png is 16x16, its image 32x32"):
+        load_dataset_by_name("segfolder", flat)
+    (flat / "masks" / "case0.png").unlink()
+    with pytest.raises(DatasetFormatError, match=r"case0\.png has no mask"):
+        load_dataset_by_name("segfolder", flat)
+
+
+def test_sdda_joint_finetuning_on_your_own_masks(tmp_path):
+    root = segfolder(tmp_path / "seg")
+    data = ["--dataset", "segfolder", "--data_root", str(root), "--dataset_kwargs", "{}", "--image_size", "32",
+            "--report_to", "none",
+            "--figures", "False", "--progress_bar", "False", "--batch_size", "4"]
+    pretrain.main(["--preset", "demo", *data, "--max_steps", "2", "--output_dir", str(tmp_path / "pre")])
+    info = finetune.main(["--preset", "demo", *data, "--max_steps", "2", "--init_from", str(tmp_path / "pre"),
+                          "--output_dir", str(tmp_path / "ft")])
+    assert info["task"] == "segmentation_classification" and {"dice", "accuracy"} <= set(info["metrics"])
+    assert info["label_names"] == ["benign", "malignant"]
