@@ -44,8 +44,9 @@ class ModelArguments:
     family: str = field(default="sdda_mae", metadata={"help": "model family: etmae | sdda_mae"})
     task: Optional[str] = field(default=None, metadata={
         "help": "pretrain: pretraining | distillation (ETMAE with --teacher); finetune: multilabel_classification "
-                "| classification (ETMAE; single-label, the default on data with one label per image, e.g. "
-                "imagefolder) | segmentation_classification (SDDA-MAE). Default: from family, --teacher and data."})
+                "(ETMAE) | classification (single-label, both families; the default on data with one label per "
+                "image, e.g. imagefolder) | segmentation_classification (SDDA-MAE). Default: from family, --teacher "
+                "and data."})
     model_preset: str = field(default="tiny_test", metadata={
         "help": "size preset of the model config (ETMAEConfig / SDDAMAEConfig .from_preset)"})
     config_overrides: Optional[str] = field(default=None, metadata={
@@ -430,16 +431,18 @@ def resolve_task(script: str, model_args: ModelArguments, single_label_data: boo
         if script == "pretrain":
             task = "distillation" if model_args.teacher else "pretraining"
         else:
-            task = ("classification" if single_label_data else "multilabel_classification") \
-                if model_args.family == "etmae" else "segmentation_classification"
+            task = "classification" if single_label_data else \
+                "multilabel_classification" if model_args.family == "etmae" else "segmentation_classification"
     if task not in TASKS[script]:
         raise ValueError(f"{script}: unknown task {task!r}; choose one of {', '.join(TASKS[script])}")
     if task == "pretraining" and model_args.teacher:
         raise ValueError("--teacher was given with --task pretraining; ETMAE distillation is --task distillation")
     if task == "distillation" and (model_args.family != "etmae" or not model_args.teacher):
         raise ValueError("distillation is ETMAE pre-training with a teacher: pass --family etmae --teacher PATH")
-    if script == "finetune" and (task in ("multilabel_classification", "classification")) != \
-            (model_args.family == "etmae"):
+    families = {"multilabel_classification": ("etmae",), "classification": ("etmae", "sdda_mae"),
+                "segmentation_classification": ("sdda_mae",)}
+    if script == "finetune" and model_args.family not in families[task]:
         raise ValueError(f"task {task!r} does not belong to family {model_args.family!r} (ETMAE: multi-label or "
-                         "single-label classification; SDDA-MAE: segmentation_classification, which needs masks)")
+                         "single-label classification; SDDA-MAE: segmentation_classification, which needs masks, "
+                         "or single-label classification)")
     return task

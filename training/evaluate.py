@@ -180,13 +180,19 @@ def markdown_for(kind: str, metrics: dict, method: str, dataset: str, num_parame
 def load_finetuned(folder):
     """A fine-tuned ``save_pretrained`` folder -> (model, processor, kind); a pre-training checkpoint is refused
     (its classification / segmentation heads would be random)."""
-    from ..modeling import ETMAEForImageClassification, MedMAEImageProcessor, SDDAMAEForSegmentationAndClassification
+    from ..modeling import (
+        ETMAEForImageClassification,
+        MedMAEImageProcessor,
+        SDDAMAEForImageClassification,
+        SDDAMAEForSegmentationAndClassification,
+    )
     from .loop import model_folder
 
     folder = model_folder(folder)
     config = json.loads((folder / "config.json").read_text())
     single = config.get("problem_type") == "single_label_classification"
     classes = {"ETMAEForImageClassification": (ETMAEForImageClassification, "singlelabel" if single else "multilabel"),
+               "SDDAMAEForImageClassification": (SDDAMAEForImageClassification, "singlelabel"),
                "SDDAMAEForSegmentationAndClassification": (SDDAMAEForSegmentationAndClassification, "segcls")}
     architectures = config.get("architectures") or []
     found = [classes[name] for name in architectures if name in classes]

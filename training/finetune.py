@@ -64,7 +64,8 @@ class FinetuneTask(TrainingTask):
             self.model = self._etmae_model(self.label_names, "multi_label_classification")
         elif self.kind == "singlelabel":
             self.label_names = list(splits["train"].features["label"].names)
-            self.model = self._etmae_model(self.label_names, "single_label_classification")
+            self.model = self._etmae_model(self.label_names, "single_label_classification") \
+                if m.family == "etmae" else self._sdda_model(self.label_names)
         else:
             self.label_names = list(splits["train"].features["label"].names)
             self.model = self._sdda_model(self.label_names)
@@ -117,18 +118,24 @@ class FinetuneTask(TrainingTask):
         return model
 
     def _sdda_model(self, names: list[str]):
-        from ..modeling import SDDAMAEForSegmentationAndClassification
+        """The joint model (diagnoses in ``cls_id2label``), or for single-label data the image classifier (its
+        classes in ``id2label``, CE + focal loss as the paper's diagnosis term)."""
+        from ..modeling import SDDAMAEForImageClassification, SDDAMAEForSegmentationAndClassification
 
         m = self.model_args
-        fields = dict(cls_id2label=dict(enumerate(names)), cls_label2id={n: i for i, n in enumerate(names)})
+        labels = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+        if self.kind == "singlelabel":
+            cls, fields = SDDAMAEForImageClassification, dict(id2label=labels[0], label2id=labels[1],
+                                                              problem_type="single_label_classification")
+        else:
+            cls, fields = SDDAMAEForSegmentationAndClassification, dict(cls_id2label=labels[0], cls_label2id=labels[1])
         if m.drop_path_rate is not None:
             fields["drop_path_rate"] = m.drop_path_rate
         if not m.init_from:
-            return SDDAMAEForSegmentationAndClassification(model_config(m, self.data_args, **fields))
+            return cls(model_config(m, self.data_args, **fields))
         if m.transfer not in ("encoder_decoder", "encoder"):
             raise ValueError(f"--transfer must be encoder_decoder or encoder, got {m.transfer!r}")
-        model = SDDAMAEForSegmentationAndClassification.from_pretraining(str(model_folder(m.init_from)),
-                                                                         transfer=m.transfer, **fields)
+        model = cls.from_pretraining(str(model_folder(m.init_from)), transfer=m.transfer, **fields)
         self.transfer_report = {"transferred": len(model.transferred_keys), "transfer": m.transfer}
         return model
 

@@ -225,3 +225,16 @@ def test_sdda_joint_finetuning_on_your_own_masks(tmp_path):
                           "--output_dir", str(tmp_path / "ft")])
     assert info["task"] == "segmentation_classification" and {"dice", "accuracy"} <= set(info["metrics"])
     assert info["label_names"] == ["benign", "malignant"]
+
+
+def test_sdda_single_label_finetuning_on_a_class_folder(tmp_path):
+    labelled = class_folder(tmp_path / "labelled", per_class=8)
+    data = ["--dataset", "imagefolder", "--data_root", str(labelled), "--dataset_kwargs", "{}", "--image_size", "32",
+            "--report_to", "none", "--figures", "False", "--progress_bar", "False", "--batch_size", "4"]
+    pretrain.main(["--preset", "demo", *data, "--max_steps", "2", "--output_dir", str(tmp_path / "pre")])
+    info = finetune.main(["--preset", "demo", *data, "--task", "classification", "--metric_for_best", "accuracy",
+                          "--max_steps", "2", "--init_from",
+                          str(tmp_path / "pre"), "--output_dir", str(tmp_path / "ft")])
+    assert info["task"] == "classification" and {"accuracy", "f1"} <= set(info["metrics"])
+    config = json.loads((tmp_path / "ft" / "final" / "config.json").read_text())
+    assert config["architectures"] == ["SDDAMAEForImageClassification"] and config["id2label"]["1"] == "malignant"
