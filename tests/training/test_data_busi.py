@@ -121,23 +121,16 @@ def test_dispatcher(busi, tmp_path):
         data.load_dataset_by_name("chexpert", tmp_path / "missing")
 
 
-def test_same_stem_twice_is_refused_naming_both_files(busi):
-    """``x.png`` beside ``x.PNG`` used to keep one of them silently."""
+@pytest.mark.parametrize("folder_name, kept, copied_from, twin_name", [
+    # x.png beside x.PNG used to keep one of them silently (refused whatever the bad-file policy)
+    ("benign", "benign (1).png", "benign (1).png", "benign (1).PNG"),
+    # x_mask.png beside x_mask.PNG used to be OR-ed silently as if they were two lesions
+    ("malignant", "malignant (2)_mask.png", "malignant (2)_mask_1.png", "malignant (2)_mask.PNG"),
+])
+def test_a_file_twice_is_refused_naming_both(busi, folder_name, kept, copied_from, twin_name):
     root, _ = busi
-    folder = root / "Dataset_BUSI_with_GT" / "benign"
-    twin = folder / "benign (1).PNG"
-    shutil.copy(folder / "benign (1).png", twin)
+    folder = root / "Dataset_BUSI_with_GT" / folder_name
+    shutil.copy(folder / copied_from, folder / twin_name)
     with pytest.raises(data.DatasetFormatError, match="found twice") as info:
-        data.load_busi(root, on_bad_image="skip")  # refused whatever the bad-file policy
-    assert str(folder / "benign (1).png") in str(info.value) and str(twin) in str(info.value)
-
-
-def test_same_mask_twice_is_refused_naming_both_files(busi):
-    """``x_mask.png`` beside ``x_mask.PNG`` used to be OR-ed silently as if they were two lesions."""
-    root, _ = busi
-    folder = root / "Dataset_BUSI_with_GT" / "malignant"
-    twin = folder / "malignant (2)_mask.PNG"
-    shutil.copy(folder / "malignant (2)_mask_1.png", twin)
-    with pytest.raises(data.DatasetFormatError, match="found twice") as info:
-        data.load_busi(root)
-    assert str(folder / "malignant (2)_mask.png") in str(info.value) and str(twin) in str(info.value)
+        data.load_busi(root, on_bad_image="skip")
+    assert str(folder / kept) in str(info.value) and str(folder / twin_name) in str(info.value)
