@@ -168,7 +168,7 @@ def _given_assignment(rows: list[dict], val_fraction: float, seed: int) -> dict:
         out["train"] = [train[i] for i in carved["train"]]
         out["validation"] = [train[i] for i in carved.get("validation", [])]
     if not out["validation"]:
-        warnings.warn("imagefolder: no validation split (the best checkpoint will be the last)", stacklevel=3)
+        warnings.warn("no validation split (the best checkpoint will be the last)", stacklevel=3)
     return {split: idx for split, idx in out.items() if idx}
 
 
@@ -275,26 +275,29 @@ def load_hf(name: str, seed: int = 0, test_fraction: float = 0.1, val_fraction: 
         raise DatasetFormatError(f"hf:{name}: column {image_column!r} is {loaded['train'].features[image_column]}, "
                                  "not an Image feature")
     parts = {_SPLIT_NAMES[s]: _hf_columns(ds, s, image_column, label_columns, mask_column) for s, ds in loaded.items()}
-    merged = datasets.concatenate_datasets(list(parts.values()))
-    features = merged.features
-    if "label" in merged.column_names and not isinstance(features["label"], ClassLabel):
-        names = sorted({str(v) for v in merged["label"]}, key=natural_key)
-        merged = merged.cast_column("label", ClassLabel(names=names)) if all(isinstance(v, str) for v in
-                                                                              merged["label"]) else \
-            merged.map(lambda r: {"label": names.index(str(r["label"]))}).cast_column("label", ClassLabel(names=names))
+    merged = _as_class_label(datasets.concatenate_datasets(list(parts.values())))
     ids = merged["image_id"]
-    origin = [s for s, ds in parts.items() for _ in range(len(ds))]
+    strata = merged["label"] if "label" in merged.column_names else [0] * len(ids)
     if manifest is not None or set(parts) == {"train"}:
-        strata = merged["label"] if "label" in merged.column_names else [0] * len(ids)
         assignment = _assign(ids, strata, manifest, f"hf:{name}", test_fraction, val_fraction, seed)
-    else:
-        assignment = {s: [i for i, o in enumerate(origin) if o == s] for s in parts}
+    else:  # the dataset's own splits, a missing validation carved from train
+        origin = [s for s, ds in parts.items() for _ in range(len(ds))]
+        assignment = _given_assignment([{"_split": o, "image_id": i, "label": k} for o, i, k in
+                                        zip(origin, ids, strata)], val_fraction, seed)
     info = {"dataset": f"hf:{local.name if local.is_dir() else name}", "seed": seed, "kind": "seeded"
             if set(parts) == {"train"} else "given", "labels": list(label_columns) if "labels" in
             merged.column_names else None}
     out = DatasetDict({s: merged.select(idx) for s, idx in assignment.items()})
     out.medmae_split_info = info
     return out
+
+
+def _as_class_label(ds):
+    """A ``label`` column of names or integers as a ClassLabel (sorted names); a ClassLabel is kept."""
+    if "label" not in ds.column_names or isinstance(ds.features["label"], ClassLabel):
+        return ds
+    names = sorted({str(v) for v in ds["label"]}, key=natural_key)
+    return ds.map(lambda row: {"label": names.index(str(row["label"]))}).cast_column("label", ClassLabel(names=names))
 
 
 def _hf_columns(ds, split: str, image_column: str, label_columns: list, mask_column):

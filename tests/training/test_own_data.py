@@ -152,6 +152,9 @@ def test_a_saved_datasets_dataset_with_its_own_column_names(tmp_path):
     assert dd["train"].column_names == ["image", "label", "image_id"] and dd["validation"][0]["image_id"] == "valid/0"
     with pytest.raises(DatasetFormatError, match="no column 'image'.*--image_column"):
         load_dataset_by_name(f"hf:{tmp_path / 'saved'}")
+    datasets.DatasetDict({"train": ds, "test": ds.select(range(4))}).save_to_disk(str(tmp_path / "no_val"))
+    dd = load_dataset_by_name(f"hf:{tmp_path / 'no_val'}", image_column="img", label_columns=["dx"], val_fraction=0.2)
+    assert {name: len(split) for name, split in dd.items()} == {"train": 16, "validation": 4, "test": 4}
 
 
 def test_finetune_multi_label_from_a_csv_on_the_command_line(tmp_path):
