@@ -93,3 +93,68 @@ def test_bad_inputs(kwargs, call, message):
     with pytest.raises(ValueError, match=message):
         processor = MedMAEImageProcessor(**kwargs)
         call(processor)
+
+
+# ---- bad input gets a defined behaviour or a clear error (each was silently wrong in 0.1) ----------------
+def test_binary_0_255_masks_become_0_1_not_the_ignore_index():
+    processor = MedMAEImageProcessor(size={"height": 8, "width": 8})
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 255
+    labels = processor(np.zeros((8, 8), np.uint8), segmentation_maps=Image.fromarray(mask))["labels"][0]
+    assert set(labels.unique().tolist()) == {0, 1} and int(labels.sum()) == 9
+    keep = MedMAEImageProcessor(size={"height": 8, "width": 8}, binary_masks_255=False)
+    assert int(keep(np.zeros((8, 8), np.uint8), segmentation_maps=mask)["labels"].max()) == 255
+    multi = mask.copy()
+    multi[0, 0] = 2  # a multi-class map: 255 stays the ignore index
+    assert int(processor(np.zeros((8, 8), np.uint8), segmentation_maps=multi)["labels"].max()) == 255
+
+
+def test_cmyk_is_converted_not_read_as_rgb():
+    processor = MedMAEImageProcessor(size={"height": 4, "width": 4}, do_normalize=False)
+    red = Image.new("RGB", (4, 4), (255, 0, 0))
+    out = processor(red.convert("CMYK"))["pixel_values"][0]
+    torch.testing.assert_close(out, processor(red)["pixel_values"][0])
+
+
+def test_12_bit_data_in_uint16_and_integer_types_without_a_bit_depth():
+    values = np.full((4, 4), 4095, np.uint16)
+    assert float(MedMAEImageProcessor(size=4, do_normalize=False, bits_stored=12)(values)["pixel_values"].max()) == 1.0
+    assert float(MedMAEImageProcessor(size=4, do_normalize=False)(values)["pixel_values"].max()) == \
+        pytest.approx(4095 / 65535)
+    with pytest.raises(ValueError, match="exceed bits_stored=12"):
+        MedMAEImageProcessor(size=4, bits_stored=12)(np.full((4, 4), 5000, np.uint16))
+    for small, large in ((np.full((4, 4), 200, np.int32), np.full((4, 4), 300, np.int32)),):
+        with pytest.raises(ValueError, match="int32 images have no bit depth: give bits_stored"):
+            MedMAEImageProcessor(size=4)(small)  # 0.1 divided this by 255 and `large` by 65535
+    out = MedMAEImageProcessor(size=4, do_normalize=False, bits_stored=16)(large)["pixel_values"]
+    assert float(out.max()) == pytest.approx(300 / 65535)
+
+
+def test_floats_outside_0_1_are_refused_unless_a_factor_is_given():
+    image = np.full((4, 4), 200.0, np.float32)
+    with pytest.raises(ValueError, match="float images are taken as \\[0, 1\\].*rescale_factor=1/255"):
+        MedMAEImageProcessor(size=4)(image)
+    out = MedMAEImageProcessor(size=4, do_normalize=False, rescale_factor=1 / 255)(image)["pixel_values"]
+    assert float(out.max()) == pytest.approx(200 / 255)
+
+
+def test_channel_first_numpy_stacks_empty_images_zero_std_and_size_forms_are_refused(caplog):
+    with pytest.raises(ValueError, match="numpy images are \\[H, W\\] or \\[H, W, C\\].*stack of slices"):
+        MedMAEImageProcessor(size=4)(np.zeros((3, 16, 16), np.uint8))
+    with pytest.raises(ValueError, match="numpy images are"):
+        MedMAEImageProcessor(size=4)(np.zeros((4, 16, 16), np.uint8))  # 0.1 took slice 4 as alpha
+    torch.testing.assert_close(MedMAEImageProcessor(size=4)(torch.zeros(3, 16, 16, dtype=torch.uint8))["pixel_values"],
+                               MedMAEImageProcessor(size=4)(np.zeros((16, 16, 3), np.uint8))["pixel_values"])
+    with pytest.raises(ValueError, match="empty image"):
+        MedMAEImageProcessor(size=4)(np.zeros((0, 0), np.uint8))
+    with pytest.raises(ValueError, match="image_std must be positive"):
+        MedMAEImageProcessor(image_std=0)
+    with pytest.raises(ValueError, match="image_std must be positive"):
+        MedMAEImageProcessor(size=4)(np.zeros((4, 4), np.uint8), image_std=[0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="size must be \\{'height': H, 'width': W\\}.*shortest_edge"):
+        MedMAEImageProcessor(size={"shortest_edge": 32})
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        MedMAEImageProcessor(size=4)(np.zeros((4, 4), np.uint8), do_center_crop=True)
+    assert "do_center_crop" in caplog.text  # transformers' validate_kwargs warning, not silence
