@@ -538,6 +538,9 @@ class ETMAEForImageClassification(ETMAEPreTrainedModel):
     """
 
     accepts_loss_kwargs = False  # Trainer must not rescale the loss under DDP
+    # Loading from a pre-training checkpoint drops its decoder and distillation projection (and, with average
+    # pooling, the encoder's final norm): expected, so not listed as UNEXPECTED.
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^distill_proj\.", r"^etmae\.norm\."]
 
     def __init__(self, config: ETMAEConfig):
         super().__init__(config)

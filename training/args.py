@@ -54,6 +54,9 @@ class ModelArguments:
     init_from: Optional[str] = field(default=None, metadata={
         "help": "finetune: the pre-training run folder or its final/ folder (or any converted checkpoint "
                 "folder); pretrain: continue from weights"})
+    problem_type: Optional[str] = field(default=None, metadata={
+        "help": "finetune, as in transformers: single_label_classification (--task classification) | "
+                "multi_label_classification (--task multilabel_classification); default: from the data"})
     from_scratch: bool = field(default=False, metadata={
         "help": "finetune: train from random weights (no --init_from), e.g. the papers' 'from scratch' rows"})
     transfer: str = field(default="encoder_decoder", metadata={
@@ -427,6 +430,15 @@ def resolve_task(script: str, model_args: ModelArguments, single_label_data: boo
     if model_args.family not in FAMILIES:
         raise ValueError(f"unknown family {model_args.family!r}; choose one of {', '.join(FAMILIES)}")
     task = model_args.task
+    by_problem = {"single_label_classification": "classification",
+                  "multi_label_classification": "multilabel_classification"}
+    problem_type = getattr(model_args, "problem_type", None)
+    if problem_type is not None:
+        if problem_type not in by_problem or script != "finetune":
+            raise ValueError(f"--problem_type {problem_type!r}: finetune takes {' | '.join(by_problem)}")
+        if task is not None and task != by_problem[problem_type]:
+            raise ValueError(f"--problem_type {problem_type} and --task {task} contradict each other")
+        task = by_problem[problem_type]
     if task is None:
         if script == "pretrain":
             task = "distillation" if model_args.teacher else "pretraining"

@@ -443,3 +443,10 @@ def test_scalar_statistics_and_config_output_attentions():
     model = ETMAEForPreTraining(tiny(output_attentions=True, teacher_hidden_size=None)).eval()
     out = model(images(), noise=torch.rand(2, 16))
     assert out.attentions is not None and len(out.attentions) == 4
+
+
+def test_a_classifier_from_a_pretraining_folder_lists_no_expected_unexpected_keys(tmp_path):
+    ETMAEForPreTraining(ETMAEConfig.from_preset("tiny_test")).save_pretrained(tmp_path)
+    model, info = ETMAEForImageClassification.from_pretrained(tmp_path, num_labels=3, output_loading_info=True)
+    assert sorted(info["unexpected_keys"]) == []  # decoder, distillation projection, unused final norm: expected
+    assert set(info["missing_keys"]) == {"fc_norm.weight", "fc_norm.bias", "classifier.weight", "classifier.bias"}

@@ -168,6 +168,12 @@ def test_finetune_multi_label_from_a_csv_on_the_command_line(tmp_path):
             "--max_steps", "2", *FAST]
     info = finetune.main([*args, "--csv", "labels.csv", "--output_dir", str(tmp_path / "ft")])
     assert info["task"] == "multilabel_classification" and "auc/Nodule" in info["metrics"]
+    chosen = finetune.main([*args, "--csv", "labels.csv", "--problem_type", "multi_label_classification",
+                            "--output_dir", str(tmp_path / "ft_pt")])
+    assert chosen["task"] == "multilabel_classification"
+    with pytest.raises(ValueError, match="--problem_type single_label_classification and --task multilabel"):
+        finetune.main([*args, "--csv", "labels.csv", "--problem_type", "single_label_classification", "--task",
+                       "multilabel_classification", "--output_dir", str(tmp_path / "ft3")])
     with pytest.raises(ValueError, match="--csv FILE"):
         finetune.main([*args, "--output_dir", str(tmp_path / "ft2")])
     with pytest.raises(ValueError, match="--group_column do.*not apply to --dataset busi"):
