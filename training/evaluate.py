@@ -71,7 +71,8 @@ def predict(model, dataloader, accelerator, kind: str) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------------
 # Metrics (definitions and edge-case conventions: training/metrics.py)
 # ----------------------------------------------------------------------------------------------------
-def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequence[str] = ()) -> dict:
+def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequence[str] = (),
+                    seg_classes: Sequence[str] = ()) -> dict:
     """Flat metric dict of a prediction dict from :func:`predict`.
 
     multilabel: ``mauc`` and ``auc/<label>`` (labels with one class in the truth are left out of the mean).
@@ -88,7 +89,8 @@ def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequen
         return {"mauc": auc["mean_auc"], **{f"auc/{k}": v for k, v in auc["per_label"].items()}}
     if kind == "singlelabel":
         return singlelabel_metrics(preds, label_names)
-    seg = segmentation_metrics(preds["seg_pred"] > 0, preds["seg_true"] > 0)
+    seg = segmentation_metrics(preds["seg_pred"] > 0, preds["seg_true"] > 0) if len(seg_classes) <= 2 \
+        else multiclass_segmentation_metrics(preds["seg_pred"], preds["seg_true"], seg_classes)
     num_classes = preds["cls_prob"].shape[1]
     cls = classification_metrics(preds["cls_true"], preds["cls_prob"], num_classes=num_classes)
     if num_classes == 2:
@@ -97,8 +99,25 @@ def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequen
     else:
         precision, recall = cls["precision_macro"], cls["recall_macro"]
     return {"dice": seg["dice"], "jaccard": seg["jaccard"], "hd95": seg["hd95"], "asd": seg["asd"],
-            "dice_positive": seg["dice_positive"], "accuracy": cls["accuracy"], "precision": precision,
-            "recall": recall, "distance_convention": seg["distance_convention"]}
+            "dice_positive": seg["dice_positive"], **seg.get("per_class", {}), "accuracy": cls["accuracy"],
+            "precision": precision, "recall": recall, "distance_convention": seg["distance_convention"]}
+
+
+def multiclass_segmentation_metrics(pred: np.ndarray, true: np.ndarray, classes: Sequence[str]) -> dict:
+    """Several foreground classes: the binary metrics of each class (``pred == k`` vs ``true == k``), reported as
+    ``dice/<class>`` ... and averaged over the foreground classes (classes whose value is None are left out)."""
+    from .metrics import segmentation_metrics
+
+    per = {name: segmentation_metrics(pred == k, true == k) for k, name in enumerate(classes) if k > 0}
+
+    def mean(key):
+        values = [m[key] for m in per.values() if m[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    out = {key: mean(key) for key in ("dice", "jaccard", "hd95", "asd", "dice_positive")}
+    out["distance_convention"] = next(iter(per.values()))["distance_convention"]
+    out["per_class"] = {f"{key}/{name}": m[key] for name, m in per.items() for key in ("dice", "hd95")}
+    return out
 
 
 def singlelabel_metrics(preds: dict[str, np.ndarray], label_names: Sequence[str] = ()) -> dict:
@@ -303,12 +322,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             f"--split {args.split} of {data_args.dataset} shares {overlap[0]} of {len(splits[args.split])} images with "
             f"the run's training split (e.g. {', '.join(overlap[1])}): its metrics would be inflated. Evaluate on the "
             "run's own data (omit --dataset), or pass --allow_training_overlap to report them labelled as such")
-    dataset = attach_transforms({args.split: splits[args.split]}, kind, processor, data_args)[args.split]
+    seg_classes = list(model.config.id2label.values()) if kind == "segcls" else []
+    dataset = attach_transforms({args.split: splits[args.split]}, kind, processor, data_args,
+                                num_seg_classes=max(len(seg_classes), 2))[args.split]
     dataloader = accelerator.prepare(make_dataloader(dataset, args.batch_size, False, 0, args.num_workers))
     model = accelerator.prepare(model)
     preds = predict(model, dataloader, accelerator, kind)
     names = label_names_of(splits, data_args.dataset, preds["labels"].shape[1]) if kind == "multilabel" else []
-    metrics = compute_metrics(kind, preds, names)
+    metrics = compute_metrics(kind, preds, names, seg_classes)
     out = Path(args.output_dir) if args.output_dir else Path(args.model)
     method = run_dir.name if run_dir is not None else Path(args.model).resolve().name
     shared = overlap[0] if overlap else 0

@@ -53,6 +53,7 @@ class FinetuneTask(TrainingTask):
         image_size = self._image_size()
         splits = load_splits(d, **synthetic_defaults(d, image_size))
         info = getattr(splits, "medmae_split_info", {}) or {}
+        self.split_source_info = info
         self.task = resolve_task("finetune", m, single_label_data=_single_label(splits))
         self.kind = KINDS[self.task]
         self._check_columns(splits)
@@ -69,11 +70,13 @@ class FinetuneTask(TrainingTask):
         else:
             self.label_names = list(splits["train"].features["label"].names)
             self.model = self._sdda_model(self.label_names)
+        self.seg_classes = list(self.model.config.id2label.values()) if self.kind == "segcls" else []
         self.processor = processor_for_config(self.model.config)
         self.split_info = {"split": split_record(splits, d, self.output_dir),
                            "uncertainty_policy": info.get("uncertainty")}
         splits = {name: ds.select_columns(self._columns(splits)) for name, ds in splits.items()}
-        self.datasets = attach_transforms(splits, self.kind, self.processor, d)
+        self.datasets = attach_transforms(splits, self.kind, self.processor, d,
+                                          num_seg_classes=max(len(self.seg_classes), 2))
 
     def _columns(self, splits) -> list[str]:
         if self.kind == "multilabel":
@@ -129,6 +132,9 @@ class FinetuneTask(TrainingTask):
                                                               problem_type="single_label_classification")
         else:
             cls, fields = SDDAMAEForSegmentationAndClassification, dict(cls_id2label=labels[0], cls_label2id=labels[1])
+            seg = (getattr(self, "split_source_info", {}) or {}).get("segmentation_classes")
+            if seg:  # several foreground classes (segfolder with classes.json): the segmentation head's classes
+                fields.update(id2label=dict(enumerate(seg)), label2id={n: i for i, n in enumerate(seg)})
         if m.drop_path_rate is not None:
             fields["drop_path_rate"] = m.drop_path_rate
         if not m.init_from:
@@ -151,7 +157,7 @@ class FinetuneTask(TrainingTask):
 
     def evaluate(self, model, dataloader, accelerator) -> dict[str, float]:
         self.last_predictions = predict(model, dataloader, accelerator, self.kind)
-        return compute_metrics(self.kind, self.last_predictions, self.label_names)
+        return compute_metrics(self.kind, self.last_predictions, self.label_names, self.seg_classes)
 
     def metrics_markdown(self, metrics: dict, split: str) -> str:
         method = f"{self.family} ({Path(self.model_args.init_from).name if self.model_args.init_from else 'scratch'})"

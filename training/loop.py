@@ -176,7 +176,8 @@ def split_record(splits, data_args, out_dir: Optional[Path]) -> dict:
     return record
 
 
-def attach_transforms(splits, kind: str, processor, data_args, passthrough: Sequence[str] = ()) -> dict:
+def attach_transforms(splits, kind: str, processor, data_args, passthrough: Sequence[str] = (),
+                      num_seg_classes: int = 2) -> dict:
     """Each split with its ``training.transforms`` transform (augmentation on ``train`` only).
 
     kind: ``image`` (pre-training: ``pixel_values``), ``multilabel`` (+ ``labels`` [K] float, ``label_mask``) or
@@ -192,7 +193,8 @@ def attach_transforms(splits, kind: str, processor, data_args, passthrough: Sequ
                                                            passthrough=tuple(passthrough), **crop),
             "multilabel": lambda train: MultiLabelTransform(processor, train, hflip=data_args.hflip, **crop),
             "singlelabel": lambda train: ClassificationTransform(processor, train, hflip=data_args.hflip, **crop),
-            "segcls": lambda train: SegmentationTransform(processor, train, hflip=data_args.hflip, **crop)}
+            "segcls": lambda train: SegmentationTransform(processor, train, hflip=data_args.hflip,
+                                                          num_classes=num_seg_classes, **crop)}
     if kind not in make:
         raise ValueError(f"unknown transform kind {kind!r}")
     return {name: ds.with_transform(make[kind](name == "train")) for name, ds in splits.items()}

@@ -25,11 +25,14 @@ Hub dataset, its columns mapped by ``image_column``, ``label_columns`` and ``mas
 
 ``segfolder`` (:func:`load_segfolder`): ``DIR/images/`` and ``DIR/masks/`` with matching stems, for SDDA-MAE's
 joint segmentation + classification; the class of each image from sub-folders (``images/<class>/x.png`` with
-``masks/<class>/x.png``) or from ``DIR/labels.csv`` (columns ``image``: the stem, ``label``: the class).
+``masks/<class>/x.png``) or from ``DIR/labels.csv`` (columns ``image``: the stem, ``label``: the class). Masks
+are binary (0/1 or 0/255) unless ``DIR/classes.json`` (or ``class_names``) names several segmentation classes,
+background first; then they hold class ids.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -314,22 +317,32 @@ def _hf_columns(ds, split: str, image_column: str, label_columns: list, mask_col
 
 
 # ============================================================================ segfolder
-def _mask_cell(path: Path, image_size, where: str) -> dict:
-    """A binary mask file (0/1 or 0/255, any of L / RGB / RGBA / P; alpha ignored) as 0/1 PNG bytes; other
-    values (several foreground classes) are refused: SDDA-MAE's fine-tuning segments one foreground class."""
+def _mask_cell(path: Path, image_size, where: str, num_classes: int = 2) -> dict:
+    """A mask file as class-id PNG bytes. Binary (``num_classes`` 2): 0/1 or 0/255, any of L / RGB / RGBA (alpha
+    ignored) -> 0/1. Several classes: ids 0..num_classes-1 in an L, P (palette indices) or I;16 image. Values
+    outside those are refused, naming the file and the values."""
     try:
         with PILImage.open(path) as im:
-            values = np.asarray(im.convert("L") if im.mode in ("1", "P", "RGB", "RGBA", "LA") else im)
+            if num_classes > 2 and im.mode in ("P", "L", "I", "I;16"):
+                values = np.asarray(im)
+            else:
+                values = np.asarray(im.convert("L") if im.mode in ("1", "P", "RGB", "RGBA", "LA") else im)
     except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptImageError(f"{where}cannot read mask file {path}: {exc}") from exc
     found = sorted(int(v) for v in np.unique(values))
-    if not set(found) <= {0, 1} and not set(found) <= {0, 255}:
+    binary = set(found) <= {0, 1} or set(found) <= {0, 255}
+    if num_classes <= 2 and not binary:
         raise DatasetFormatError(f"{where}mask {path} holds the values {found[:8]}: expected a binary mask, 0/1 or "
-                                 "0/255 (several foreground classes are not supported by SDDA-MAE fine-tuning)")
+                                 "0/255; for several classes give their names (classes.json in the folder, or "
+                                 "class_names), background first")
+    if num_classes > 2 and found and found[-1] >= num_classes:
+        raise DatasetFormatError(f"{where}mask {path} holds the values {found[:8]}: class ids must be below the "
+                                 f"{num_classes} segmentation classes named")
     if image_size not in (None, True) and tuple(image_size) != (values.shape[1], values.shape[0]):
         raise DatasetFormatError(f"{where}mask {path} is {values.shape[1]}x{values.shape[0]}, its image "
                                  f"{image_size[0]}x{image_size[1]}")
-    return _bytes_cell(_png_bytes((values > 0).astype(np.uint8)))
+    ids = (values > 0) if num_classes <= 2 else values
+    return _bytes_cell(_png_bytes(ids.astype(np.uint8)))
 
 
 def _segfolder_labels(root: Path) -> Optional[dict]:
@@ -348,12 +361,31 @@ def _segfolder_labels(root: Path) -> Optional[dict]:
     return out
 
 
+def _segmentation_classes(root: Path, class_names) -> list[str]:
+    """The segmentation classes, background first: ``class_names``, else ``classes.json`` (a JSON list), else
+    ``["background", "lesion"]`` (binary masks)."""
+    if class_names is None and (root / "classes.json").is_file():
+        try:
+            class_names = json.loads((root / "classes.json").read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise DatasetFormatError(f"{root / 'classes.json'}: not JSON ({exc})") from None
+    names = list(class_names) if class_names is not None else ["background", "lesion"]
+    if len(names) < 2 or len(set(map(str, names))) != len(names) or not all(isinstance(n, str) for n in names):
+        raise DatasetFormatError(f"segmentation classes must be at least two distinct names, background first; "
+                                 f"got {names}")
+    if len(names) > 255:
+        raise DatasetFormatError(f"{len(names)} segmentation classes: at most 255 fit a mask PNG")
+    return names
+
+
 def load_segfolder(root, seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1, *, manifest=None,
-                   check_images: str = "header", on_bad_image: str = "raise") -> DatasetDict:
-    """Images with binary lesion masks and a class per image (columns ``image``, ``mask``, ``label``,
-    ``image_id``), split stratified by class like BUSI. Every image needs its mask (an image without one, a
-    mask without its image, or a mask of another size is an error naming the files)."""
+                   class_names=None, check_images: str = "header", on_bad_image: str = "raise") -> DatasetDict:
+    """Images with lesion masks and a class per image (columns ``image``, ``mask``, ``label``, ``image_id``),
+    split stratified by class like BUSI. Masks are binary unless segmentation classes are named (``class_names``
+    or ``classes.json``: a list, background first), then they hold class ids. Every image needs its mask (an
+    image without one, a mask without its image, or a mask of another size is an error naming the files)."""
     root = Path(root).expanduser()
+    seg_classes = _segmentation_classes(root, class_names)
     images_dir, masks_dir = root / "images", root / "masks"
     for folder in (images_dir, masks_dir):
         if not folder.is_dir():
@@ -380,7 +412,7 @@ def load_segfolder(root, seed: int = 0, test_fraction: float = 0.2, val_fraction
         size = bad.image(image)
         if size is False:
             continue
-        rows.append({"image": _cell(image, bad, 16), "mask": _mask_cell(masks[key], size, ""),
+        rows.append({"image": _cell(image, bad, 16), "mask": _mask_cell(masks[key], size, "", len(seg_classes)),
                      "label": label, "image_id": image.relative_to(images_dir).as_posix()})
     bad.report()
     if not rows:
@@ -396,5 +428,6 @@ def load_segfolder(root, seed: int = 0, test_fraction: float = 0.2, val_fraction
     features = Features({"image": datasets.Image(), "mask": datasets.Image(), "label": ClassLabel(names=names),
                          "image_id": Value("string")})
     info = {"dataset": "segfolder", "seed": seed, "test_fraction": test_fraction, "val_fraction": val_fraction,
-            "classes": names, "stratified_by": "label"}
+            "classes": names, "stratified_by": "label",
+            "segmentation_classes": seg_classes if len(seg_classes) > 2 else None}
     return _build(rows, features, assignment, info, f"segfolder: {len(rows)} images with masks, classes {names}")

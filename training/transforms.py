@@ -148,9 +148,10 @@ class SegmentationTransform(_BaseTransform):
     hflip=True, mask_column="mask", label_column="label")``.
     """
 
-    _COLUMNS = {"mask_column": "mask", "label_column": "label"}
+    _COLUMNS = {"mask_column": "mask", "label_column": "label", "num_classes": 2}
 
     def __call__(self, batch: dict) -> dict:
+        """``labels``: the mask's class ids for ``num_classes`` > 2, else foreground (any non-zero) = 1."""
         if self.recipe == "medical_mae":
             raise ValueError("the medical_mae recipe (RandAugment) is for classification; masks take crop_flip")
         images, masks = [], []
@@ -162,8 +163,11 @@ class SegmentationTransform(_BaseTransform):
             image, mask = self.geometry(image, mask)
             images.append(image)
             masks.append(mask)
+        masks = torch.stack(masks).long()
+        if self.num_classes > 2 and int(masks.max()) >= self.num_classes:
+            raise ValueError(f"mask class id {int(masks.max())} >= num_classes {self.num_classes}")
         out = {"pixel_values": self._normalize(torch.stack(images)),
-               "labels": (torch.stack(masks) != 0).long()}
+               "labels": masks if self.num_classes > 2 else (masks != 0).long()}
         if self.label_column and self.label_column in batch:
             out["class_labels"] = torch.as_tensor(batch[self.label_column], dtype=torch.long)
         return out

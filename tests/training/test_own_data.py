@@ -247,3 +247,31 @@ def test_sdda_single_label_finetuning_on_a_class_folder(tmp_path):
     assert info["task"] == "classification" and {"accuracy", "f1"} <= set(info["metrics"])
     config = json.loads((tmp_path / "ft" / "final" / "config.json").read_text())
     assert config["architectures"] == ["SDDAMAEForImageClassification"] and config["id2label"]["1"] == "malignant"
+
+
+def test_several_segmentation_classes_named_in_classes_json(tmp_path):
+    root = tmp_path / "seg"
+    for k, name in enumerate(("benign", "malignant")):
+        for i in range(8):
+            _image(root / "images" / name / f"{i}.png", seed=10 * k + i, size=(32, 32))
+            mask = _lesion((32, 32), i, 1) + 2 * (np.arange(32)[:, None] > 27) * np.ones((1, 32), np.uint8)
+            (root / "masks" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask.astype(np.uint8)).save(root / "masks" / name / f"{i}.png")
+    with pytest.raises(DatasetFormatError, match="for several classes give their names"):
+        load_dataset_by_name("segfolder", root)
+    (root / "classes.json").write_text('["background", "mass", "shadow"]')
+    dd = load_dataset_by_name("segfolder", root)
+    assert dd.medmae_split_info["segmentation_classes"] == ["background", "mass", "shadow"]
+    assert set(np.unique(np.asarray(dd["train"][0]["mask"])).tolist()) == {0, 1, 2}  # class ids kept
+    data = ["--dataset", "segfolder", "--data_root", str(root), "--dataset_kwargs", "{}", "--image_size", "32",
+            "--report_to", "none", "--figures", "False", "--progress_bar", "False", "--batch_size", "4"]
+    pretrain.main(["--preset", "demo", *data, "--max_steps", "2", "--output_dir", str(tmp_path / "pre")])
+    info = finetune.main(["--preset", "demo", *data, "--max_steps", "2", "--init_from", str(tmp_path / "pre"),
+                          "--output_dir", str(tmp_path / "ft")])
+    assert {"dice/mass", "dice/shadow", "hd95/mass"} <= set(info["metrics"])
+    config = json.loads((tmp_path / "ft" / "final" / "config.json").read_text())
+    assert config["id2label"] == {"0": "background", "1": "mass", "2": "shadow"}
+    assert cli.main(["evaluate", "--model", str(tmp_path / "ft"), "--data_root", str(root), "--output_dir",
+                     str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "metrics_test.json").read_text())["metrics"]["dice/shadow"] == \
+        pytest.approx(info["metrics"]["dice/shadow"])
