@@ -160,7 +160,9 @@ class RunArguments:
     metric_for_best: Optional[str] = field(default=None, metadata={
         "help": "validation metric that selects the best checkpoint (default per task; 'none' keeps the last)"})
     eval_test: bool = field(default=True, metadata={"help": "evaluate the chosen model on the test split at the end"})
-    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
+    report_to: str = field(default="tensorboard", metadata={
+        "help": "accelerate trackers: tensorboard, wandb, mlflow, trackio, ... (comma list; installed ones), all or "
+                "none"})
     figures: bool = field(default=True, metadata={"help": "write PNG figures to figures/"})
     progress_bar: bool = field(default=True)
     debug_nan_at_step: Optional[int] = field(default=None, metadata={

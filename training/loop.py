@@ -94,6 +94,29 @@ def configure_threads(num_threads: Optional[int], num_parameters: int) -> int:
     return torch.get_num_threads()
 
 
+def trackers(report_to: Optional[str]) -> Optional[list[str]]:
+    """``--report_to``: accelerate's tracker names (comma list), ``all`` (every installed one) or ``none``. A name
+    accelerate does not know, or a tracker that is not installed, is an error (accelerate would drop it with a log
+    line and the run would record nothing)."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    names = [n.strip().lower() for n in str(report_to or "none").split(",") if n.strip()]
+    if names in ([], ["none"]):
+        return None
+    available = {str(getattr(t, "value", t)) for t in get_available_trackers()}
+    if names == ["all"]:
+        return sorted(available) or None
+    unknown = [n for n in names if n not in LOGGER_TYPE_TO_CLASS]
+    if unknown:
+        raise ValueError(f"--report_to {report_to}: unknown tracker(s) {unknown}; choose from "
+                         f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}, all or none")
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ValueError(f"--report_to {report_to}: {', '.join(missing)} not installed (pip install {' '.join(missing)}), "
+                         f"installed: {', '.join(sorted(available)) or 'none'}")
+    return names
+
+
 def make_accelerator(run_args, opt_args, mixed_precision: str, find_unused_parameters: bool = False):
     """A fresh Accelerator for one run. The per-run singleton state of a previous run in the same process
     (``medmae demo``, tests) is forgotten first; the process group, if any, is kept."""
@@ -109,7 +132,7 @@ def make_accelerator(run_args, opt_args, mixed_precision: str, find_unused_param
         cpu=run_args.cpu,
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=opt_args.gradient_accumulation_steps,
-        log_with="tensorboard" if run_args.report_to == "tensorboard" else None,
+        log_with=trackers(run_args.report_to),
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=handlers,
@@ -170,7 +193,8 @@ def split_record(splits, data_args, out_dir: Optional[Path]) -> dict:
               "fractions": info.get("splits") or info.get("fractions")
               or {k: info[k] for k in ("test_fraction", "val_fraction") if k in info} or None,
               "counts": {name: len(ds) for name, ds in splits.items()}, "manifest_sha256": None}
-    if out_dir is not None and all("image_id" in ds.column_names for ds in splits.values()):
+    # the main process writes the manifest (and records its hash in run_info.json, which it alone writes)
+    if out_dir is not None and launcher_rank() == 0 and all("image_id" in ds.column_names for ds in splits.values()):
         path = write_split_manifest(splits, out_dir / "split_manifest.json")
         record["manifest_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return record
@@ -507,7 +531,7 @@ def _train(task: TrainingTask) -> dict:
         state = load_checkpoint(accelerator, model, optimizer, scheduler, resumed_from, hyperparameters)
         accelerator.print(f"resumed from {resumed_from} (step {state.global_step}, epoch {state.epoch}, "
                           f"batch {state.batches_in_epoch})")
-    if accelerator.trackers is not None and ra.report_to == "tensorboard":
+    if trackers(ra.report_to):
         accelerator.init_trackers(task.task, config=_tb_config({**hyperparameters, "lr_effective": lr}))
 
     batch_line, batch_warning = effective_batch_report(task.script, ra.preset, oa.batch_size,

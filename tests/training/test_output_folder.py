@@ -106,3 +106,31 @@ def test_an_item_that_fails_to_load_is_named():
     with pytest.raises(OSError) as info:
         EpochSeededDataset(data, seed=0)[1]
     assert "training item 1 (epoch 0); image_id 'b.png'" in "".join(info.value.__notes__)
+
+
+def test_report_to_is_validated_not_silently_dropped():
+    from medmae.training.loop import trackers
+
+    assert trackers("none") is None and trackers("") is None
+    assert trackers("tensorboard") == ["tensorboard"]
+    with pytest.raises(ValueError, match="unknown tracker.*'tensorbord'.*wandb"):
+        trackers("tensorbord")
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="wandb not installed"):
+            trackers("tensorboard,wandb")  # 0.1 accepted it and logged nothing
+
+
+def test_only_the_main_process_writes_the_split_manifest(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    from medmae.training.loop import load_splits, split_record
+
+    class Data:
+        dataset, data_root, dataset_kwargs, split_seed, manifest = "synthetic_cxr", None, '{"num_images": 20}', 0, None
+        max_train_samples = max_eval_samples = None
+
+    record = split_record(load_splits(Data()), Data(), tmp_path)
+    assert record["manifest_sha256"] is None and not (tmp_path / "split_manifest.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert split_record(load_splits(Data()), Data(), tmp_path)["manifest_sha256"]
