@@ -426,7 +426,9 @@ def _related(repo_id: Optional[str], run_info: Mapping[str, Any]) -> list[dict]:
     return rows
 
 
-def _file_rows(folder: Optional[Path]) -> tuple[list[dict], Optional[str]]:
+def _file_rows(folder: Optional[Path], files_sha256: Optional[Mapping[str, str]] = None
+               ) -> tuple[list[dict], Optional[str]]:
+    """(file rows with sizes, the weights' SHA-256: from ``files_sha256`` when the exporter already has it)."""
     from .export import CARD_FILE, WEIGHTS_FILE, _human
 
     if folder is None:
@@ -434,7 +436,8 @@ def _file_rows(folder: Optional[Path]) -> tuple[list[dict], Optional[str]]:
     rows = [dict(name=p.name, size=_human(p.stat().st_size)) for p in sorted(Path(folder).iterdir())
             if p.is_file() and p.name != CARD_FILE]
     weights = Path(folder) / WEIGHTS_FILE
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+    digest = (files_sha256 or {}).get(WEIGHTS_FILE) or \
+        (hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None)
     return rows, digest
 
 
@@ -540,7 +543,7 @@ def build_model_card(
         pipeline_snippet = "print(pipe(image, top_k=pipe.model.config.num_labels))  # every label (top_k=None: 5)"
     elif pipeline_tag == "image-segmentation":
         pipeline_snippet = "masks = pipe(image)  # one PIL mask per segmentation class"
-    files, weights_sha256 = _file_rows(folder)
+    files, weights_sha256 = _file_rows(folder, files_sha256)
     auto_class = auto_class_for(type(model))
     local_auto_class = auto_class if auto_class != getattr(type(model), "remote_auto_class", None) else None
 

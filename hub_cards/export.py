@@ -355,9 +355,13 @@ def file_digests(folder: Path, exclude: Iterable[str] = ()) -> dict[str, str]:
     return {p.name: file_sha256(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name not in exclude}
 
 
-def write_manifest(folder: Path) -> Path:
-    """``medmae_manifest.json``: the SHA-256 of every other shipped file (the card included), written last."""
-    payload = {"format": MANIFEST_FORMAT, "files": file_digests(folder, exclude=(MANIFEST_FILE,))}
+def write_manifest(folder: Path, known: Optional[Mapping[str, str]] = None) -> Path:
+    """``medmae_manifest.json``: the SHA-256 of every other shipped file (the card included), written last.
+    ``known``: digests already computed for files not written since (each file is hashed once)."""
+    known = dict(known or {})
+    files = {p.name: known.get(p.name) or file_sha256(p) for p in sorted(Path(folder).iterdir())
+             if p.is_file() and p.name != MANIFEST_FILE}
+    payload = {"format": MANIFEST_FORMAT, "files": files}
     path = Path(folder) / MANIFEST_FILE
     path.write_text(json.dumps(payload, indent=1) + "\n")
     return path
@@ -457,10 +461,11 @@ def export_folder(
         write_provenance(stage / WEIGHTS_FILE, provenance_metadata(info, model))
         reference = reference_sample(model, processor, seed)
         save_safetensors(reference, stage / REFERENCE_FILE, metadata={"format": "pt", "seed": str(seed)})
+        digests = file_digests(stage)
         card = build_model_card(model, processor, info, repo_id=repo_id, reference=reference, folder=stage,
-                                redacted=dropped, files_sha256=file_digests(stage))
+                                redacted=dropped, files_sha256=digests)
         card.save(stage / CARD_FILE)  # the card describes the finished folder; only the manifest comes after it
-        write_manifest(stage)
+        write_manifest(stage, known=digests)
         check_allowed_files(stage)
         leaks = find_leaks(stage, forbidden, names=local_names)
         if leaks:

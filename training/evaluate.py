@@ -255,31 +255,32 @@ def evaluation_data(args: EvaluateArguments, run: Optional[dict], run_dir: Optio
                      args, image_size, recorded.get("augmentation")).with_columns(recorded)
 
 
-def check_same_split(run_dir: Path, name: str, split) -> bool:
-    """The rebuilt split must hold exactly the ids the run recorded for it (False: nothing recorded to check)."""
+def run_manifest(run_dir: Optional[Path]) -> Optional[dict]:
+    """The run's split manifest (``split_manifest.json``), read once; None when the run recorded none."""
     from .data import load_split_manifest
 
-    manifest = run_dir / "split_manifest.json"
-    if not manifest.is_file() or "image_id" not in split.column_names:
-        return False
-    recorded = load_split_manifest(manifest)["splits"].get(name)
+    path = run_dir / "split_manifest.json" if run_dir is not None else None
+    return load_split_manifest(path) if path is not None and path.is_file() else None
+
+
+def check_same_split(manifest: Optional[dict], name: str, split, source: Path) -> bool:
+    """The rebuilt split must hold exactly the ids the run recorded for it in ``manifest`` (read from ``source``);
+    False: nothing recorded to check."""
+    recorded = manifest["splits"].get(name) if manifest is not None and "image_id" in split.column_names else None
     if recorded is None:
         return False
     if sorted(map(str, split["image_id"])) != sorted(recorded):
-        raise ValueError(f"the rebuilt {name} split ({len(split)} images) is not the one {manifest} records "
+        raise ValueError(f"the rebuilt {name} split ({len(split)} images) is not the one {source} records "
                          f"({len(recorded)} images): the data changed since the run (or --max_eval_samples truncates it)")
     return True
 
 
-def training_overlap(run_dir: Optional[Path], split) -> Optional[tuple[int, list[str]]]:
+def training_overlap(manifest: Optional[dict], split) -> Optional[tuple[int, list[str]]]:
     """How many items of ``split`` are in the run's training split (by ``image_id``, from its split manifest), with
     up to 3 of them; None when unknown (no manifest or no ids)."""
-    from .data import load_split_manifest
-
-    manifest = run_dir / "split_manifest.json" if run_dir is not None else None
-    if manifest is None or not manifest.is_file() or "image_id" not in split.column_names:
+    if manifest is None or "image_id" not in split.column_names:
         return None
-    train = set(load_split_manifest(manifest)["splits"].get("train", []))
+    train = set(manifest["splits"].get("train", []))
     shared = [str(i) for i in split["image_id"] if str(i) in train]
     return len(shared), shared[:3]
 
@@ -315,8 +316,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     splits = load_splits(data_args, **_synthetic_size(data_args, model.config.image_size))
     if args.split not in splits:
         raise ValueError(f"split {args.split!r} not in the dataset (has {sorted(splits)})")
-    checked = check_same_split(run_dir, args.split, splits[args.split]) if args.dataset is None else False
-    overlap = training_overlap(run_dir, splits[args.split])
+    manifest = run_manifest(run_dir)
+    checked = check_same_split(manifest, args.split, splits[args.split], run_dir / "split_manifest.json") \
+        if args.dataset is None else False
+    overlap = training_overlap(manifest, splits[args.split])
     if overlap and overlap[0] and not args.allow_training_overlap:
         raise ValueError(
             f"--split {args.split} of {data_args.dataset} shares {overlap[0]} of {len(splits[args.split])} images with "

@@ -531,7 +531,7 @@ def _train(task: TrainingTask) -> dict:
         state = load_checkpoint(accelerator, model, optimizer, scheduler, resumed_from, hyperparameters)
         accelerator.print(f"resumed from {resumed_from} (step {state.global_step}, epoch {state.epoch}, "
                           f"batch {state.batches_in_epoch})")
-    if trackers(ra.report_to):
+    if accelerator.log_with:  # the trackers make_accelerator resolved from --report_to
         accelerator.init_trackers(task.task, config=_tb_config({**hyperparameters, "lr_effective": lr}))
 
     batch_line, batch_warning = effective_batch_report(task.script, ra.preset, oa.batch_size,
@@ -564,7 +564,7 @@ def _train(task: TrainingTask) -> dict:
         if metric_name is not None:
             if metric_name not in metrics:
                 raise ValueError(f"metric_for_best {metric_name!r} is not among the validation metrics "
-                               f"{sorted(metrics)}")
+                                 f"{sorted(metrics)}")
             if _is_better(metrics[metric_name], state.best_metric, task.greater_is_better):
                 state.best_metric, state.best_step = float(metrics[metric_name]), state.global_step
                 if main:

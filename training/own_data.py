@@ -96,12 +96,11 @@ def _cell(path: Path, bad: _BadFiles, bits_stored: int):
         return False
 
 
-def _rows(root: Path, folders: list[tuple[Optional[str], Optional[str], Path]], bad: _BadFiles,
+def _rows(root: Path, folders: list[tuple[Optional[str], Optional[str], Path, list[Path]]], bad: _BadFiles,
           bits_stored: int) -> list[dict]:
-    """One row per image of each ``(split or None, class or None, folder)``."""
+    """One row per image of each ``(split or None, class or None, folder, its image files)``."""
     rows, seen = [], {}
-    for split, label, folder in folders:
-        files = _image_files(folder)
+    for split, label, folder, files in folders:
         if not files and label is not None:
             raise DatasetFormatError(f"imagefolder: class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         for path in files:
@@ -116,16 +115,17 @@ def _rows(root: Path, folders: list[tuple[Optional[str], Optional[str], Path]], 
     return rows
 
 
-def _layout(root: Path) -> tuple[str, list[tuple[Optional[str], Optional[str], Path]]]:
-    """("given" | "classes" | "unlabelled", [(split, class, folder)])."""
+def _layout(root: Path) -> tuple[str, list[tuple[Optional[str], Optional[str], Path, list[Path]]]]:
+    """("given" | "classes" | "unlabelled", [(split, class, folder, its image files)]); each folder is listed
+    once."""
     splits = [name for name in SPLIT_FOLDERS if (root / name).is_dir()]
     if "train" in splits and len(splits) > 1:
-        return "given", [(split, c.name, c) for split in splits for c in _class_folders(root / split)]
-    classes = _class_folders(root)
+        return "given", [(split, c.name, c, _image_files(c)) for split in splits for c in _class_folders(root / split)]
+    classes = [(None, c.name, c, _image_files(c)) for c in _class_folders(root)]
     loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    if len(classes) >= 2 and not loose and all(_image_files(c) for c in classes):
-        return "classes", [(None, c.name, c) for c in classes]
-    return "unlabelled", [(None, None, root)]
+    if len(classes) >= 2 and not loose and all(files for *_, files in classes):
+        return "classes", classes
+    return "unlabelled", [(None, None, root, _image_files(root))]
 
 
 def load_imagefolder(root, seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1, *,
@@ -223,7 +223,7 @@ def load_csv(root, csv, seed: int = 0, test_fraction: float = 0.1, val_fraction:
     bad, records, seen = _BadFiles("csv", on_bad_image, check_images), [], {}
     for (where, row), label in zip(rows, labels):
         image = _inside_root(root, row[image_column], f"{where}, column {image_column!r}")
-        _add_unique(seen, row[image_column], f"{path.name}, {where}", f"csv: image {row[image_column]!r}")
+        _add_unique(seen, row[image_column], where, f"csv: image {row[image_column]!r}")
         if not image.is_file():
             bad.handle(FileNotFoundError(f"{where}: image file not found: {image}"))
             continue
