@@ -51,6 +51,13 @@ ETMAE_PRESET_ALIASES = {
 }
 
 
+def per_channel(value):
+    """Image statistics as a list: one number is one value for every channel, as image processors accept it."""
+    if value is None:
+        return None
+    return [float(value)] if isinstance(value, (int, float)) else list(value)
+
+
 def align_layer_at_three_quarters(depth: int) -> int:
     """ETMAE / DMAE: align at 3/4 depth -> 0-based block ``3 * depth // 4 - 1`` (8 of 12; 2 of 4; 0 of 1)."""
     return max(3 * int(depth) // 4 - 1, 0)
@@ -161,11 +168,10 @@ class ETMAEConfig(PretrainedConfig):
         self.distill_normalize = distill_normalize
         self.distill_include_cls = distill_include_cls
         self.distill_weight = distill_weight
-        # one number is one value for every channel, as image processors accept
-        self.image_mean = [image_mean] if isinstance(image_mean, (int, float)) else list(image_mean)
-        self.image_std = [image_std] if isinstance(image_std, (int, float)) else list(image_std)
-        self.teacher_image_mean = list(teacher_image_mean) if teacher_image_mean is not None else None
-        self.teacher_image_std = list(teacher_image_std) if teacher_image_std is not None else None
+        self.image_mean = per_channel(image_mean)
+        self.image_std = per_channel(image_std)
+        self.teacher_image_mean = per_channel(teacher_image_mean)
+        self.teacher_image_std = per_channel(teacher_image_std)
         self.teacher_source_statistics = (
             {str(k): {"image_mean": list(v["image_mean"]), "image_std": list(v["image_std"])}
              for k, v in teacher_source_statistics.items()} if teacher_source_statistics else None)

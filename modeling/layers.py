@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,12 +143,26 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: Optional[torch.Tensor], scaling: float, dropout: float = 0.0, **kwargs):
+    """softmax(q k^T * scaling) v, the reference every attention backend must match (transformers' interface).
+
+    query, key, value: [B, heads, N, head_dim]. Returns ([B, N, heads, head_dim], weights [B, heads, N, N]).
+    """
+    weights = torch.softmax((query * scaling) @ key.transpose(-2, -1), dim=-1)
+    out = F.dropout(weights, p=dropout, training=module.training) @ value
+    return out.transpose(1, 2).contiguous(), weights
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (timm/MAE layout: ``qkv``, ``proj``).
 
-    Uses ``torch.nn.functional.scaled_dot_product_attention`` unless the model was loaded with
-    ``attn_implementation="eager"`` or attention weights are requested.
+    The kernel is transformers' attention interface: ``config._attn_implementation`` picks ``sdpa`` (default),
+    ``flash_attention_2``/``3``, ``flex_attention`` or a registered kernel from ``ALL_ATTENTION_FUNCTIONS``;
+    ``eager`` (and any call asking for attention weights) uses ``eager_attention_forward``.
     """
+
+    is_causal = False  # read by the sdpa and flash backends: image tokens attend both ways
 
     def __init__(self, config, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0):
         super().__init__()
@@ -166,15 +181,13 @@ class Attention(nn.Module):
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B, heads, N, head_dim]
-        dropout = self.attn_drop if self.training else 0.0
-        weights = None
-        if output_attentions or getattr(self.config, "_attn_implementation", "sdpa") == "eager":
-            weights = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
-            out = F.dropout(weights, p=dropout, training=self.training) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        out = out.transpose(1, 2).reshape(batch, tokens, dim)
-        return self.proj(out), (weights if output_attentions else None)
+        implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
+        attention = eager_attention_forward
+        if not output_attentions and implementation != "eager":
+            attention = ALL_ATTENTION_FUNCTIONS[implementation]
+        out, weights = attention(self, q, k, v, None, scaling=self.scale,
+                                 dropout=self.attn_drop if self.training else 0.0)
+        return self.proj(out.reshape(batch, tokens, dim)), (weights if output_attentions else None)
 
 
 class ViTBlock(GradientCheckpointingLayer):
@@ -276,8 +289,11 @@ class MedMAEPreTrainedModel(PreTrainedModel):
             )
         expected = set(model.state_dict())
         missing = set(info.get("missing_keys") or [])
-        if expected and expected <= missing:
-            unexpected = sorted(info.get("unexpected_keys") or [])
+        unexpected = sorted(info.get("unexpected_keys") or [])
+        # Weights of another model: none of the model's names, and as many tensors as a model has (at least a
+        # quarter of this one's). An empty checkpoint (state_dict={}) or a stray tensor initialises the model as
+        # transformers does.
+        if expected and expected <= missing and len(unexpected) >= max(2, len(expected) // 4):
             raise CheckpointMismatchError(
                 f"none of the checkpoint's tensors has a name of {cls.__name__} (model_type "
                 f"{model.config.model_type!r}); every weight would be random. The weights are probably of another "

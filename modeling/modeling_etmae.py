@@ -131,7 +131,9 @@ class ETMAEPreTrainedModel(MedMAEPreTrainedModel):
     base_model_prefix = "etmae"
     _no_split_modules = ["ViTBlock"]
     _supports_sdpa = True
-    _supports_flash_attn = False
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
