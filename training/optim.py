@@ -10,19 +10,21 @@
   lr is ``lr * decay ** (num_layers - layer_id)``. timm stores only ``lr_scale`` and relies on its own
   scheduler to apply it, which ``torch.optim.lr_scheduler`` and ``transformers.Trainer`` ignore -- so
   here each group's ``lr`` is set to the scaled value and every schedule is a multiplier of it.
-* Schedules (``torch.optim.lr_scheduler.LambdaLR``, stepped once per OPTIMIZER step): linear warm-up
-  from 0, then MAE's half-cycle cosine down to ``min_lr`` (``util/lr_sched.py``), DAE-Former's poly
-  ``(1 - t / T) ** power``, or constant.
+* Schedules: ``transformers.get_scheduler`` (a ``LambdaLR``, stepped once per OPTIMIZER step), a multiplier of
+  every group's own lr: linear warm-up from 0, then MAE's half-cycle cosine down to ``min_lr``
+  (``util/lr_sched.py``; ``cosine_with_min_lr``), DAE-Former's poly ``(1 - t / T) ** power`` (``polynomial``
+  with ``lr_end=0``), or constant (``constant_with_warmup``). ``tests/training/test_optim.py`` checks every
+  group's lr, step by step, against the MAE / DAE-Former formulas.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Iterable, Optional
 
 import torch
 from torch import nn
+from transformers import get_scheduler
 
 NO_WEIGHT_DECAY = ("pos_embed", "cls_token", "dist_token")
 
@@ -107,38 +109,26 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     raise ValueError(f"unknown optimizer {name!r}; choose adamw or sgd")
 
 
-def lr_multiplier(step: int, total_steps: int, warmup_steps: int = 0, schedule: str = "cosine",
-                  min_ratio: float = 0.0, power: float = 0.9) -> float:
-    """Multiplier of the peak lr at optimizer step ``step`` (0-based; the lr used BY that step).
-
-    Warm-up: ``step / warmup_steps`` (MAE: ``lr * epoch / warmup_epochs`` with fractional epochs).
-    cosine: ``min + (1 - min) * 0.5 * (1 + cos(pi * t))``, ``t = (step - warmup) / (total - warmup)``.
-    poly: ``(1 - t) ** power``. constant: 1.
-    """
-    if warmup_steps > 0 and step < warmup_steps:
-        return step / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    span = max(total_steps - warmup_steps, 1)
-    t = min(max(step - warmup_steps, 0) / span, 1.0)
-    if schedule == "cosine":
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-    if schedule == "poly":
-        return (1.0 - t) ** power
-    raise ValueError(f"unknown scheduler {schedule!r}; choose cosine, poly or constant")
+# medmae's --scheduler names -> transformers' scheduler names
+SCHEDULERS = {"cosine": "cosine_with_min_lr", "poly": "polynomial", "constant": "constant_with_warmup"}
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
                     schedule: str = "cosine", min_lr: float = 0.0, power: float = 0.9):
-    """``LambdaLR`` applying :func:`lr_multiplier` to every group's own lr (so layer decay is kept).
+    """transformers' ``LambdaLR`` for ``schedule``: one multiplier of every group's own lr (layer decay is kept).
 
-    ``min_lr`` is absolute for the group with the largest lr; other groups get the same ratio (MAE scales
-    ``min_lr`` by ``lr_scale`` too).
+    Warm-up ``step / warmup_steps``; after it ``t = (step - warmup_steps) / (total_steps - warmup_steps)`` and
+    cosine ``m + (1 - m) * 0.5 * (1 + cos(pi * t))``, poly ``(1 - t) ** power``, constant 1. ``min_lr`` (cosine
+    only) is absolute for the group with the largest lr, ``m = min_lr / peak``; other groups get the same ratio
+    (MAE scales ``min_lr`` by ``lr_scale`` too). Defined for steps ``0 .. total_steps`` (the training loop
+    never steps past ``total_steps``; beyond it transformers' cosine rises again).
     """
-    if schedule not in ("cosine", "poly", "constant"):
+    if schedule not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {schedule!r}; choose cosine, poly or constant")
     peak = max(group["lr"] for group in optimizer.param_groups)
-    min_ratio = min_lr / peak if peak > 0 else 0.0
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, total_steps, warmup_steps, schedule, min_ratio, power)
-    )
+    kwargs = {"cosine": {"min_lr_rate": min_lr / peak if peak > 0 else 0.0},
+              "poly": {"lr_end": 0.0, "power": power}, "constant": {}}[schedule]
+    # warmup + 1: transformers' poly divides by (total - warmup). With total <= warmup, steps 0 .. total are warm-up
+    # steps or (total == warmup) the last step, multiplier 1 for either total, so no value changes.
+    return get_scheduler(SCHEDULERS[schedule], optimizer, num_warmup_steps=warmup_steps,
+                         num_training_steps=max(total_steps, warmup_steps + 1), scheduler_specific_kwargs=kwargs)

@@ -1,5 +1,7 @@
 """Optimiser groups (weight-decay exclusions, timm layer decay) and per-iteration schedules."""
 
+import io
+import json
 import math
 
 import pytest
@@ -10,7 +12,6 @@ from medmae.training.optim import (
     build_optimizer,
     build_scheduler,
     layer_decay_param_groups,
-    lr_multiplier,
     param_groups,
     scaled_lr,
     vit_layer_id,
@@ -63,17 +64,88 @@ def test_weight_decay_groups_without_layer_decay():
     assert "decoder.mask_token" in decayed  # MAE decays the mask token (only pos_embed/cls_token are exempt)
 
 
-def test_schedule_warmup_then_half_cycle_cosine_and_poly():
-    total, warm = 100, 10
-    assert lr_multiplier(0, total, warm) == 0.0
-    assert lr_multiplier(5, total, warm) == pytest.approx(0.5)
-    assert lr_multiplier(10, total, warm) == pytest.approx(1.0)
-    assert lr_multiplier(55, total, warm) == pytest.approx(0.5)
-    assert lr_multiplier(100, total, warm, min_ratio=0.1) == pytest.approx(0.1)
-    assert lr_multiplier(55, total, 10, "poly", power=0.9) == pytest.approx(0.5**0.9)
-    assert lr_multiplier(40, total, 0, "constant") == 1.0
+def reference_multiplier(step, total, warmup, schedule, min_ratio=0.0, power=0.9):
+    """medmae's own schedule before transformers.get_scheduler (MAE util/lr_sched.py, DAE-Former poly)."""
+    if step < warmup:
+        return step / warmup
+    t = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return {"cosine": min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)),
+            "poly": (1 - t) ** power, "constant": 1.0}[schedule]
+
+
+def _lrs(optimizer, scheduler, steps):
+    """Every group's lr used by optimizer steps 0 .. steps - 1, then the lr after the last step."""
+    out = []
+    for _ in range(steps):
+        out.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    return out + [[g["lr"] for g in optimizer.param_groups]]
+
+
+# (warmup, total, min_lr, power): no warm-up, MAE-like, warm-up == total, warm-up longer than the run, 1 step
+CASES = [(0, 12, 0.0, 0.9), (4, 20, 1e-5, 0.9), (10, 57, 2e-4, 2.0), (6, 6, 1e-5, 0.9), (9, 5, 1e-5, 0.9),
+         (0, 1, 0.0, 0.9)]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "poly", "constant"])
+@pytest.mark.parametrize("warmup,total,min_lr,power", CASES)
+def test_transformers_schedules_equal_the_papers_formulas_in_every_layer_decay_group(
+        classifier, schedule, warmup, total, min_lr, power):
+    lr, decay = 1e-3, 0.65
+    optimizer = build_optimizer(classifier, "adamw", lr, 0.05, layer_decay=decay)
+    scales = [g["lr_scale"] for g in optimizer.param_groups]
+    assert len(set(scales)) == 6  # 4 blocks + embeddings + head: layer decay is really exercised
+    scheduler = build_scheduler(optimizer, total, warmup, schedule, min_lr=min_lr, power=power)
+    assert [g["initial_lr"] for g in optimizer.param_groups] == [lr * s for s in scales]
+    for step, lrs in enumerate(_lrs(optimizer, scheduler, total)):
+        expected = reference_multiplier(step, total, warmup, schedule, min_lr / lr, power)
+        assert lrs == pytest.approx([lr * s * expected for s in scales], rel=1e-12, abs=0), (step, schedule)
+
+
+def test_schedule_closed_form_values(classifier):
+    def lr_at(step, total, warmup, schedule, **kwargs):
+        optimizer = build_optimizer(classifier, "sgd", 1.0, 0.0)
+        scheduler = build_scheduler(optimizer, total, warmup, schedule, **kwargs)
+        return _lrs(optimizer, scheduler, step)[-1][0]
+
+    assert lr_at(0, 100, 10, "cosine") == 0.0
+    assert lr_at(5, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_at(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_at(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_at(100, 100, 10, "cosine", min_lr=0.1) == pytest.approx(0.1)
+    assert lr_at(55, 100, 10, "poly", power=0.9) == pytest.approx(0.5**0.9)
+    assert lr_at(100, 100, 10, "poly", min_lr=0.1) == 0.0  # min_lr is the cosine's floor only (DAE-Former)
+    assert lr_at(40, 100, 0, "constant") == 1.0
     with pytest.raises(ValueError, match="cosine, poly or constant"):
-        lr_multiplier(1, total, 0, "linear")
+        lr_at(1, 100, 0, "linear")
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "poly", "constant"])
+def test_scheduler_state_round_trips_through_scheduler_json(classifier, schedule):
+    """checkpointing.py stores ``scheduler.state_dict()`` as JSON and the optimizer with torch.save: a resumed
+    schedule continues exactly where the uninterrupted one is."""
+    def build():
+        optimizer = build_optimizer(classifier, "adamw", 1e-3, 0.05, layer_decay=0.5)
+        return optimizer, build_scheduler(optimizer, 30, 5, schedule, min_lr=1e-5)
+
+    optimizer, scheduler = build()
+    reference = _lrs(optimizer, scheduler, 30)
+    optimizer, scheduler = build()
+    _lrs(optimizer, scheduler, 13)
+    saved_scheduler = json.dumps(scheduler.state_dict())
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)
+    optimizer, scheduler = build()
+    buffer.seek(0)
+    optimizer.load_state_dict(torch.load(buffer, weights_only=True))
+    scheduler.load_state_dict(json.loads(saved_scheduler))
+    assert scheduler.last_epoch == 13
+    assert _lrs(optimizer, scheduler, 17) == reference[13:]
+    # a scheduler.json of medmae < this change (plain-function lambdas, saved as null) still loads
+    old = {**json.loads(saved_scheduler), "lr_lambdas": [None] * len(optimizer.param_groups)}
+    scheduler.load_state_dict(old)
+    assert scheduler.last_epoch == 13
 
 
 def test_lambda_scheduler_keeps_layer_decay_ratios(classifier):
