@@ -10,6 +10,7 @@ import copy
 from typing import Optional
 
 from transformers import PretrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,7 +64,7 @@ def align_layer_at_three_quarters(depth: int) -> int:
     return max(3 * int(depth) // 4 - 1, 0)
 
 
-class ETMAEConfig(PretrainedConfig):
+class ETMAEConfig(BackboneConfigMixin, PretrainedConfig):
     r"""Configuration of the ETMAE models (``ETMAEModel``, ``ETMAEForPreTraining``, ``ETMAEForImageClassification``).
 
     The ViT/MAE fields use the names of ``transformers.ViTMAEConfig``. Defaults give the ETMAE student
@@ -138,6 +139,8 @@ class ETMAEConfig(PretrainedConfig):
         teacher_source_statistics: Optional[dict] = None,
         global_pool: str = "avg",
         classifier_init_std: float = 2e-5,
+        out_features: Optional[list] = None,
+        out_indices: Optional[list] = None,
         **kwargs,
     ):
         self.image_size = image_size
@@ -177,7 +180,11 @@ class ETMAEConfig(PretrainedConfig):
              for k, v in teacher_source_statistics.items()} if teacher_source_statistics else None)
         self.global_pool = global_pool
         self.classifier_init_std = classifier_init_std
+        kwargs.pop("stage_names", None)  # derived from the depth below
         super().__init__(**kwargs)
+        # AutoBackbone stages: "stem" = patch embedding + position, "stage{k}" = output of block k (all stride p)
+        self.stage_names = ["stem"] + [f"stage{k}" for k in range(1, num_hidden_layers + 1)]
+        self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         self.validate_etmae()
 
     def validate_etmae(self) -> None:

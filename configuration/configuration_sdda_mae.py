@@ -12,6 +12,7 @@ import math
 from typing import Optional, Union
 
 from transformers import PretrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,7 +53,7 @@ def _int_keys(mapping: Optional[dict]) -> Optional[dict]:
     return {int(k): v for k, v in mapping.items()}
 
 
-class SDDAMAEConfig(PretrainedConfig):
+class SDDAMAEConfig(BackboneConfigMixin, PretrainedConfig):
     r"""Configuration of the SDDA-MAE models (``SDDAMAEModel``, ``SDDAMAEForPreTraining``,
     ``SDDAMAEForSemanticSegmentation``, ``SDDAMAEForImageClassification``, ``SDDAMAEForSegmentationAndClassification``).
 
@@ -263,13 +264,23 @@ class SDDAMAEConfig(PretrainedConfig):
             self.sd_mode = "detached" if legacy_detach else "sdmae"
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = {0: "background", 1: "lesion"}
+        out_features, out_indices = kwargs.pop("out_features", None), kwargs.pop("out_indices", None)
+        kwargs.pop("stage_names", None)  # derived from hidden_sizes below
         super().__init__(**kwargs)
+        # AutoBackbone stages: "stem" = patch embedding (stride p), "stage{s}" = encoder stage s (stride p * 2^(s-1))
+        self.stage_names = ["stem"] + [f"stage{s}" for s in range(1, len(self.hidden_sizes) + 1)]
+        self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         self.validate_sdda_mae()
 
     # ---- derived quantities ------------------------------------------------------------------------
     @property
     def num_stages(self) -> int:
         return len(self.hidden_sizes)
+
+    @property
+    def depths(self) -> list[int]:
+        """``encoder_depths`` under the name transformers' hierarchical backbones use (Swin, ConvNext)."""
+        return self.encoder_depths
 
     @property
     def num_cls_labels(self) -> int:

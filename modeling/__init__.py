@@ -8,12 +8,14 @@ into every saved folder for remote-code loading.
 from ..configuration import ETMAEConfig, SDDAMAEConfig
 from .image_processing_medmae import MedMAEImageProcessor
 from .modeling_etmae import (
+    ETMAEBackbone,
     ETMAEForImageClassification,
     ETMAEForPreTraining,
     ETMAEModel,
     ETMAEPreTrainedModel,
 )
 from .modeling_sdda_mae import (
+    SDDAMAEBackbone,
     SDDAMAEForImageClassification,
     SDDAMAEForPreTraining,
     SDDAMAEForSegmentationAndClassification,
@@ -26,10 +28,12 @@ AUTO_REGISTRY = [
     ("AutoModel", ETMAEConfig, ETMAEModel),
     ("AutoModelForPreTraining", ETMAEConfig, ETMAEForPreTraining),
     ("AutoModelForImageClassification", ETMAEConfig, ETMAEForImageClassification),
+    ("AutoBackbone", ETMAEConfig, ETMAEBackbone),
     ("AutoModel", SDDAMAEConfig, SDDAMAEModel),
     ("AutoModelForPreTraining", SDDAMAEConfig, SDDAMAEForPreTraining),
     ("AutoModelForSemanticSegmentation", SDDAMAEConfig, SDDAMAEForSemanticSegmentation),
     ("AutoModelForImageClassification", SDDAMAEConfig, SDDAMAEForImageClassification),
+    ("AutoBackbone", SDDAMAEConfig, SDDAMAEBackbone),
 ]
 
 __all__ = [
@@ -39,10 +43,12 @@ __all__ = [
     "ETMAEPreTrainedModel",
     "ETMAEForPreTraining",
     "ETMAEForImageClassification",
+    "ETMAEBackbone",
     "SDDAMAEModel",
     "SDDAMAEPreTrainedModel",
     "SDDAMAEForPreTraining",
     "SDDAMAEForSemanticSegmentation",
     "SDDAMAEForImageClassification",
     "SDDAMAEForSegmentationAndClassification",
+    "SDDAMAEBackbone",
 ]

@@ -13,14 +13,15 @@ Ships to the Hub as remote code: imports only torch and transformers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
-from transformers.utils import ModelOutput
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from ..configuration.configuration_etmae import ETMAEConfig, align_layer_at_three_quarters
 from .layers import (
@@ -241,6 +242,49 @@ class ETMAEModel(ETMAEPreTrainedModel):
                 attentions = attentions + (weights,)
         return x, mask, ids_restore, hidden_states, attentions
 
+    def token_map(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Patch tokens as a feature map: [B, 1 + h*w, D] (CLS first) -> [B, D, h, w] for an H x W input."""
+        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, *grid).contiguous()
+
+    def forward_intermediates(
+        self,
+        pixel_values: torch.Tensor,
+        indices: Optional[Union[int, list[int]]] = None,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ):
+        """timm's ``forward_intermediates``: outputs of the blocks ``indices`` (0-based, negative from the end; an int n
+        = the last n blocks; None = all), whole images, no masking. Blocks after the last index are skipped when
+        ``intermediates_only``. ``norm`` applies the final LayerNorm to each (when the model has one).
+
+        Returns intermediates as [B, D, h, w] (``"NCHW"``) or patch tokens [B, h*w, D] (``"NLC"``), CLS dropped;
+        with ``intermediates_only=False`` returns (final tokens [B, 1 + h*w, D] after the norm, intermediates).
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        depth = len(self.blocks)
+        wanted = list(range(depth - indices, depth)) if isinstance(indices, int) else \
+            list(range(depth)) if indices is None else [i % depth if -depth <= i < depth else i for i in indices]
+        if any(not 0 <= i < depth for i in wanted):
+            raise ValueError(f"indices {indices} select blocks outside 0..{depth - 1}")
+        num_blocks = max(wanted) + 1 if intermediates_only else depth
+        x, _, _, hidden_states, _ = self.forward_encoder(
+            pixel_values, num_blocks=num_blocks, output_hidden_states=True,
+            interpolate_pos_encoding=interpolate_pos_encoding)
+        normed = (lambda t: self.norm(t)) if norm and self.norm is not None else (lambda t: t)
+        height, width = pixel_values.shape[-2:]
+        intermediates = []
+        for i in wanted:
+            tokens = normed(hidden_states[i + 1])
+            intermediates.append(self.token_map(tokens, height, width) if output_fmt == "NCHW" else tokens[:, 1:])
+        if intermediates_only:
+            return intermediates
+        return (self.norm(x) if self.norm is not None else x), intermediates
+
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -249,12 +293,10 @@ class ETMAEModel(ETMAEPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: Optional[bool] = None,
     ):
         """pixel_values: [B, C, H, W]. ``noise`` [B, L] / ``mask_ratio`` switch on MAE masking."""
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         x, mask, ids_restore, hidden_states, attentions = self.forward_encoder(
             pixel_values, mask_ratio, noise, None, output_hidden_states, output_attentions, interpolate_pos_encoding
         )
@@ -263,7 +305,7 @@ class ETMAEModel(ETMAEPreTrainedModel):
         pooled = x[:, 1:].mean(dim=1) if self.config.global_pool == "avg" else x[:, 0]
         out = ETMAEModelOutput(last_hidden_state=x, pooler_output=pooled, mask=mask, ids_restore=ids_restore,
                                hidden_states=hidden_states, attentions=attentions)
-        return out if return_dict else out.to_tuple()
+        return out
 
 
 class ETMAEDecoder(nn.Module):
@@ -479,6 +521,7 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
         )
         return x
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -487,7 +530,6 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: Optional[bool] = None,
         teacher_source=None,
     ):
         """pixel_values: [B, C, H, W] normalised images. noise: [B, L] (drawn when None and shared with the teacher).
@@ -495,7 +537,6 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
 
         Returns ``ETMAEForPreTrainingOutput`` with ``loss = L_MAE + distill_weight * L_dist`` (ETMAE eq. (3)).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         mask_ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
@@ -529,7 +570,7 @@ class ETMAEForPreTraining(ETMAEPreTrainedModel):
             hidden_states=hidden_states if output_hidden_states else None,
             attentions=attentions,
         )
-        return out if return_dict else out.to_tuple()
+        return out
 
 
 class ETMAEForImageClassification(ETMAEPreTrainedModel):
@@ -582,6 +623,7 @@ class ETMAEForImageClassification(ETMAEPreTrainedModel):
         pooled = self.fc_norm(tokens[:, 1:].mean(dim=1)) if self.fc_norm is not None else tokens[:, 0]
         return pooled, outputs
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -589,7 +631,6 @@ class ETMAEForImageClassification(ETMAEPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         output_attentions: Optional[bool] = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: Optional[bool] = None,
         **kwargs,
     ):
         """pixel_values: [B, C, H, W]; labels: [B] class ids or [B, num_labels] multi-hot floats.
@@ -602,7 +643,6 @@ class ETMAEForImageClassification(ETMAEPreTrainedModel):
         label_mask = kwargs.pop("label_mask", None)
         if kwargs:
             raise TypeError(f"{type(self).__name__}.forward() got unexpected keyword argument(s) {sorted(kwargs)}")
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         pooled, outputs = self.forward_features(
             pixel_values, interpolate_pos_encoding,
             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
@@ -613,4 +653,45 @@ class ETMAEForImageClassification(ETMAEPreTrainedModel):
             loss = self.classification_loss(logits, labels.to(logits.device), label_mask)
         out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                     attentions=outputs.attentions)
-        return out if return_dict else out.to_tuple()
+        return out
+
+
+class ETMAEBackbone(BackboneMixin, ETMAEPreTrainedModel):
+    """The ETMAE encoder as a transformers backbone (``AutoBackbone``) for UperNet, DPT, Mask2Former and similar heads.
+
+    Stages: ``stem`` (patch embedding + position) and ``stage1`` .. ``stage{depth}`` (block outputs), all at stride
+    ``patch_size`` (a plain ViT); each selected stage goes through the encoder's final LayerNorm (as Dinov2Backbone's
+    ``apply_layernorm``) and is returned as a [B, hidden_size, H / p, W / p] map. Loads the encoder of any ETMAE
+    checkpoint (names ``etmae.*``).
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^distill_proj\.", r"^fc_norm\.", r"^classifier\."]
+
+    def __init__(self, config: ETMAEConfig):
+        super().__init__(config)
+        self.etmae = ETMAEModel(config)
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.post_init()
+
+    def get_input_embeddings(self) -> PatchEmbed:
+        return self.etmae.patch_embed
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> BackboneOutput:
+        """pixel_values: [B, C, H, W] -> ``feature_maps``: one [B, D, H / p, W / p] map per ``out_features`` stage."""
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        _, _, _, hidden_states, attentions = self.etmae.forward_encoder(
+            pixel_values, output_hidden_states=True, output_attentions=output_attentions,
+            interpolate_pos_encoding=interpolate_pos_encoding)
+        height, width = pixel_values.shape[-2:]
+        feature_maps = tuple(self.etmae.token_map(self.etmae.norm(hidden_states[i]), height, width)
+                             for i in self.out_indices)
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states if output_hidden_states else None,
+                              attentions=attentions)

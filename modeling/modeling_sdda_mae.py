@@ -33,8 +33,9 @@ import torch.distributed as dist
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput, SemanticSegmenterOutput
-from transformers.utils import ModelOutput, logging
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutput, SemanticSegmenterOutput
+from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from ..configuration.configuration_sdda_mae import SDDAMAEConfig
 from .layers import (
@@ -623,9 +624,6 @@ class SDDAMAEPreTrainedModel(MedMAEPreTrainedModel):
         ``temperature`` (XCiT's ``XCA.no_weight_decay``), beside every bias and norm that optim.py skips anyway."""
         return {"temperature"}
 
-    def _return_dict(self, return_dict: Optional[bool]) -> bool:
-        return return_dict if return_dict is not None else self.config.return_dict
-
     def _output_hidden_states(self, output_hidden_states: Optional[bool]) -> bool:
         return output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
 
@@ -675,6 +673,38 @@ class SDDAMAEModel(SDDAMAEPreTrainedModel):
                              "extraction see whole images); build SDDAMAEModel(config, use_mask_token=True) to mask")
         return window_masking(x, grid, self.mask_token, self.config.mask_ratio, self.config.mask_unit_patches, noise)
 
+    def forward_pyramid(self, pixel_values: torch.Tensor) -> list[tuple[torch.Tensor, tuple[int, int]]]:
+        """Whole image, no masking: [(tokens [B, h*w, C], (h, w))] for the patch embedding, then every stage."""
+        check_pixel_values(pixel_values, self.config.num_channels, self.config.size_multiple)
+        x, grid = self.patch_embed(pixel_values.to(self.patch_embed.proj.weight.dtype))
+        levels = [(x, grid)]
+        for stage in self.stages:
+            x, grid = stage(x, grid)
+            levels.append((x, grid))
+        return levels
+
+    def forward_intermediates(
+        self,
+        pixel_values: torch.Tensor,
+        indices: Optional[Union[int, list[int]]] = None,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's ``forward_intermediates`` for a hierarchical encoder: outputs of the stages ``indices`` (0-based,
+        negative from the end; an int n = the last n stages; None = all) as [B, C_s, h_s, w_s] (``"NCHW"``) or
+        [B, h_s*w_s, C_s] (``"NLC"``); with ``intermediates_only=False`` returns (last stage tokens, intermediates)."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        stages = self.config.num_stages
+        wanted = list(range(stages - indices, stages)) if isinstance(indices, int) else \
+            list(range(stages)) if indices is None else [i % stages if -stages <= i < stages else i for i in indices]
+        if any(not 0 <= i < stages for i in wanted):
+            raise ValueError(f"indices {indices} select stages outside 0..{stages - 1}")
+        levels = self.forward_pyramid(pixel_values)[1:]
+        intermediates = [tokens_to_map(levels[i][0], *levels[i][1]) if output_fmt == "NCHW" else levels[i][0]
+                         for i in wanted]
+        return intermediates if intermediates_only else (levels[-1][0], intermediates)
+
     def forward_encoder(self, pixel_values: torch.Tensor, noise: Optional[torch.Tensor] = None, apply_mask: bool = False):
         """pixel_values [B, C, H, W] -> (stage features (e_1..e_S) each [B, N_s, C_s], mask [B, L] or None,
         unit_mask [B, units] or None)."""
@@ -689,13 +719,13 @@ class SDDAMAEModel(SDDAMAEPreTrainedModel):
             features.append(x)
         return tuple(features), mask, unit_mask
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         noise: Optional[torch.Tensor] = None,
         apply_mask: bool = False,
         output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
         **kwargs,
     ):
         """pixel_values: [B, C, H, W]; noise: [B, units] switches masking on (as does ``apply_mask``)."""
@@ -706,7 +736,7 @@ class SDDAMAEModel(SDDAMAEPreTrainedModel):
             hidden_states=features if self._output_hidden_states(output_hidden_states) else None,
             mask=mask, unit_mask=unit_mask,
         )
-        return out if self._return_dict(return_dict) else out.to_tuple()
+        return out
 
 
 class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
@@ -807,12 +837,12 @@ class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
         teacher, log_student = sd_distributions(self.sd_encoder_head(v_enc), self.sd_teacher_logits(v_dec), self.config)
         return self_distillation_loss(teacher, log_student, self.config), teacher, log_student
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         noise: Optional[torch.Tensor] = None,
         output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
         **kwargs,
     ):
         """pixel_values: [B, C, H, W] normalised images; noise: [B, units] (uniform when None).
@@ -838,7 +868,7 @@ class SDDAMAEForPreTraining(SDDAMAEPreTrainedModel):
             unit_mask=unit_mask,
             hidden_states=features if output_hidden_states else None,
         )
-        return out if self._return_dict(return_dict) else out.to_tuple()
+        return out
 
 
 class SDDAMAEFineTuningModel(SDDAMAEPreTrainedModel):
@@ -941,12 +971,12 @@ class SDDAMAEForSemanticSegmentation(SDDAMAEFineTuningModel):
 
     has_classification_head = False
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: Optional[torch.Tensor] = None,
         output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
         **kwargs,
     ):
         """pixel_values: [B, C, H, W]; labels: [B, H, W] ids in [0, num_labels) or 255 (ignored).
@@ -956,7 +986,7 @@ class SDDAMAEForSemanticSegmentation(SDDAMAEFineTuningModel):
         logits, _, seg_loss, _, features = self.compute(pixel_values, labels)
         out = SemanticSegmenterOutput(loss=supervised_loss(seg_loss, None, self.config), logits=logits,
                                       hidden_states=features if output_hidden_states else None)
-        return out if self._return_dict(return_dict) else out.to_tuple()
+        return out
 
 
 class SDDAMAEForImageClassification(SDDAMAEFineTuningModel):
@@ -991,12 +1021,12 @@ class SDDAMAEForImageClassification(SDDAMAEFineTuningModel):
             raise ValueError(f"multi-label targets must have shape {list(logits.shape)}, got {list(labels.shape)}")
         return self.loss_function(labels, logits.float(), config)  # transformers' BCE / MSE by problem_type
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: Optional[torch.Tensor] = None,
         output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
         **kwargs,
     ):
         """pixel_values: [B, C, H, W]; labels: [B] ids in [0, num_labels), [B, num_labels] multi-hot, or [B]
@@ -1006,7 +1036,7 @@ class SDDAMAEForImageClassification(SDDAMAEFineTuningModel):
         _, logits, _, _, features = self.compute(pixel_values)
         loss = None if labels is None else self.image_classification_loss(logits, labels.to(logits.device))
         out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=features if output_hidden_states else None)
-        return out if self._return_dict(return_dict) else out.to_tuple()
+        return out
 
 
 class SDDAMAEForSegmentationAndClassification(SDDAMAEFineTuningModel):
@@ -1019,13 +1049,13 @@ class SDDAMAEForSegmentationAndClassification(SDDAMAEFineTuningModel):
     # AutoModelForSemanticSegmentation slot, so remote-code loading keeps the diagnosis head.
     remote_auto_class = "AutoModelForSemanticSegmentation"
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: Optional[torch.Tensor] = None,
         class_labels: Optional[torch.Tensor] = None,
         output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
         **kwargs,
     ):
         """pixel_values: [B, C, H, W]; labels: [B, H, W] masks; class_labels: [B] diagnosis ids (either may be None)."""
@@ -1040,8 +1070,38 @@ class SDDAMAEForSegmentationAndClassification(SDDAMAEFineTuningModel):
             classification_loss=cls_loss,
             hidden_states=features if output_hidden_states else None,
         )
-        return out if self._return_dict(return_dict) else out.to_tuple()
+        return out
 
+
+
+class SDDAMAEBackbone(BackboneMixin, SDDAMAEPreTrainedModel):
+    """The SDDA-MAE encoder as a transformers backbone (``AutoBackbone``) for UperNet, DPT, Mask2Former and similar
+    heads: ``stem`` (patch embedding, stride p) and ``stage1`` .. ``stage{S}`` (stride p * 2^(s-1)), each a
+    [B, C_s, h_s, w_s] map. Loads the encoder of any SDDA-MAE checkpoint (names ``sdda_mae.*``)."""
+
+    has_attentions = False
+    # what pre-training and fine-tuning checkpoints hold besides the encoder
+    _keys_to_ignore_on_load_unexpected = [r"^(decoder|pixel_head|sd_decoder_head|sd_encoder_head|sd_teacher_norm|sd_center|"
+                                          r"skip|segmentation_head|classification_head)\.", r"(^|\.)mask_token$"]
+
+    def __init__(self, config: SDDAMAEConfig):
+        super().__init__(config)
+        self.sdda_mae = SDDAMAEModel(config)
+        self.num_features = [config.hidden_sizes[0], *config.hidden_sizes]
+        self.post_init()
+
+    def get_input_embeddings(self) -> SDDAMAEPatchEmbeddings:
+        return self.sdda_mae.patch_embed
+
+    @can_return_tuple
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: Optional[bool] = None, **kwargs) -> BackboneOutput:
+        """pixel_values: [B, C, H, W] -> ``feature_maps``: one [B, C_s, h_s, w_s] map per ``out_features`` stage;
+        ``hidden_states``: every level's tokens [B, h_s*w_s, C_s] (stem first) when asked."""
+        self._check_forward_kwargs(kwargs)
+        levels = self.sdda_mae.forward_pyramid(pixel_values)
+        feature_maps = tuple(tokens_to_map(levels[i][0], *levels[i][1]) for i in self.out_indices)
+        hidden_states = tuple(tokens for tokens, _ in levels) if self._output_hidden_states(output_hidden_states) else None
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states)
 
 __all__ = [
     "SDDAMAEPreTrainedModel",
@@ -1051,5 +1111,6 @@ __all__ = [
     "SDDAMAEForSemanticSegmentation",
     "SDDAMAEForImageClassification",
     "SDDAMAEForSegmentationAndClassification",
+    "SDDAMAEBackbone",
     "self_distillation_diagnostics",
 ]

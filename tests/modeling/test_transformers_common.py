@@ -16,6 +16,8 @@ from transformers_suite import load
 
 import medmae  # noqa: F401  (registers the Auto classes)
 from medmae import (
+    ETMAEBackbone,
+    SDDAMAEBackbone,
     ETMAEConfig,
     ETMAEForImageClassification,
     ETMAEForPreTraining,
@@ -30,8 +32,10 @@ from medmae import (
 
 common = load("test_modeling_common")
 config_common = load("test_configuration_common")
+backbone_common = load("test_backbone_common")
 ModelTesterMixin, floats_tensor = common.ModelTesterMixin, common.floats_tensor
 ConfigTester = config_common.ConfigTester
+BackboneTesterMixin = backbone_common.BackboneTesterMixin
 
 
 def noise_for(config, batch: int):
@@ -52,6 +56,7 @@ NAME_TABLES = {
     "AutoModelForImageClassification": modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
     "AutoModelForSemanticSegmentation": modeling_auto.MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
     "AutoModelForPreTraining": modeling_auto.MODEL_FOR_PRETRAINING_MAPPING_NAMES,
+    "AutoBackbone": modeling_auto.MODEL_FOR_BACKBONE_MAPPING_NAMES,
 }
 
 
@@ -115,7 +120,7 @@ class ETMAEModelTester:
             "tiny_test", image_size=self.image_size, patch_size=self.patch_size, num_channels=self.num_channels,
             hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
             num_attention_heads=self.num_attention_heads, student_align_layer=None, teacher_align_layer=None,
-            teacher_hidden_size=None, num_labels=3)
+            teacher_hidden_size=None, num_labels=3, out_features=["stage1", "stage2"])
 
     def prepare_config_and_inputs_for_common(self):
         pixel_values = floats_tensor([self.batch_size, self.num_channels, self.image_size, self.image_size])
@@ -160,7 +165,8 @@ class SDDAMAEModelTester:
 
     def get_config(self):
         return SDDAMAEConfig.from_preset("tiny_test", image_size=self.image_size, num_channels=self.num_channels,
-                                         hidden_sizes=self.hidden_sizes, num_cls_labels=3, num_labels=3)
+                                         hidden_sizes=self.hidden_sizes, num_cls_labels=3, num_labels=3,
+                                         out_features=["stage1", "stage2", "stage3"])
 
     def prepare_config_and_inputs_for_common(self):
         pixel_values = floats_tensor([self.batch_size, self.num_channels, self.image_size, self.image_size])
@@ -210,3 +216,23 @@ class SDDAMAEModelTest(MedMAECommonTests, unittest.TestCase):
                     outputs = model(**inputs, output_hidden_states=True) if how == "argument" else model(**inputs)
                 self.assertEqual([tuple(h.shape) for h in outputs.hidden_states], expected, f"{model_class} ({how})")
             config.output_hidden_states = False
+
+
+
+class ETMAEBackboneTest(BackboneTesterMixin, unittest.TestCase):
+    """``AutoBackbone``: transformers' backbone tests (backbones run these alone upstream, e.g. Dinov2BackboneTest)."""
+
+    config_class = ETMAEConfig
+    all_model_classes = (ETMAEBackbone,)
+
+    def setUp(self):
+        self.model_tester = ETMAEModelTester(self, masked=False)
+
+
+class SDDAMAEBackboneTest(BackboneTesterMixin, unittest.TestCase):
+    config_class = SDDAMAEConfig
+    all_model_classes = (SDDAMAEBackbone,)
+    has_attentions = False
+
+    def setUp(self):
+        self.model_tester = SDDAMAEModelTester(self)
