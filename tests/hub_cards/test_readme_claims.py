@@ -2,8 +2,10 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from transformers import AutoModel
 from transformers.image_utils import load_image
@@ -49,3 +51,17 @@ def test_transformers_load_image_saturates_16_bit_pngs(tmp_path):
     Image.fromarray(values).save(tmp_path / "x16.png")
     assert np.asarray(Image.open(tmp_path / "x16.png")).max() == 3198
     assert np.asarray(load_image(str(tmp_path / "x16.png"))).max() == 255
+
+
+def readme_python_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in README.md."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index(heading):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("```", start)]
+
+
+@pytest.mark.parametrize("heading", ["## Quick start", "### Encoders as backbones for dense heads"])
+def test_readme_python_blocks_run_as_written(heading, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(readme_python_block(heading), f"README.md ({heading})", "exec"), {})
