@@ -186,3 +186,53 @@ def test_resume_with_changed_hyperparameters_is_refused_naming_them(tmp_path):
     info = pretrain.main([*SHORT, "--output_dir", str(out), "--max_steps", "5", "--resume", "latest",
                           "--save_total_limit", "1", "--num_threads", "1"])
     assert info["resumed_from"] == "step_5"
+
+
+def _torchrun(module: str, args: list, timeout: int = 280) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", module, *args]
+    result = subprocess.run(command, env={**_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_two_process_etmae_fine_tuning_matches_one_process_at_the_same_global_batch(tmp_path):
+    """Two processes x batch 4 see the same 8 images per step as one process x batch 8 (per-item augmentation seeds,
+    sharded batches), and DDP averages the two means: the weights after 3 steps must agree to float rounding."""
+    common = ["--preset", "demo_etmae", "--dataset", "synthetic_cxr", "--dataset_kwargs",
+              '{"num_images": 80, "image_size": 32}', "--max_steps", "3", "--save_steps", "1", "--drop_path_rate",
+              "0", "--report_to", "none", "--figures", "False", "--progress_bar", "False", "--from_scratch",
+              "--seed", "5", "--save_total_limit", "3", "--lr", "0.01", "--warmup_ratio", "0"]
+    finetune.main([*common, "--batch_size", "8", "--output_dir", str(tmp_path / "one")])
+    _torchrun("medmae.training.finetune", [*common, "--batch_size", "4", "--output_dir", str(tmp_path / "two")])
+    assert json.loads((tmp_path / "two" / "run_info.json").read_text())["num_processes"] == 2
+    weights = {(run, step): load_file(str(tmp_path / run / "checkpoints" / f"step_{step}" / "model.safetensors"))
+               for run in ("one", "two") for step in (1, 3)}
+
+    def largest_difference(a, b):
+        return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+    assert weights["one", 3].keys() == weights["two", 3].keys()
+    assert largest_difference(weights["one", 1], weights["one", 3]) > 1e-3  # training moved the weights
+    worst = largest_difference(weights["one", 3], weights["two", 3])
+    assert worst <= 5e-5, f"one vs two processes differ by {worst}"  # measured 6.2e-6; weights moved > 1e-3
+
+
+def test_two_process_etmae_teacher_pretraining_and_distillation(tmp_path):
+    """The ETMAE teacher pre-training and the student's distillation both run under 2-process DDP (the frozen
+    teacher stays outside the DDP module: no unused-parameter search, identical on both ranks)."""
+    data = ["--dataset", "synthetic_cxr", "--dataset_kwargs", '{"num_images": 48, "image_size": 32}',
+            "--batch_size", "4", "--max_steps", "3", "--logging_steps", "1", "--report_to", "none", "--figures",
+            "False", "--progress_bar", "False"]
+    _torchrun("medmae.training.pretrain", ["--preset", "demo_etmae_teacher", *data,
+                                           "--output_dir", str(tmp_path / "teacher")])
+    _torchrun("medmae.training.pretrain", ["--preset", "demo_etmae_teacher", *data, "--teacher",
+                                           str(tmp_path / "teacher"), "--output_dir", str(tmp_path / "student")])
+    for name, task in (("teacher", "pretraining"), ("student", "distillation")):
+        info = json.loads((tmp_path / name / "run_info.json").read_text())
+        assert info["num_processes"] == 2 and info["task"] == task, info
+    state = json.loads(sorted((tmp_path / "student" / "checkpoints").glob("step_*"))[-1]
+                       .joinpath("trainer_state.json").read_text())
+    train = [h for h in state["history"] if h["split"] == "train"]
+    assert train and all(0 < h["distillation_loss"] < 10 for h in train), train
