@@ -13,19 +13,10 @@ from .configuration import __all__ as _configuration_all
 from .modeling import *  # noqa: F401,F403
 from .modeling import AUTO_REGISTRY, MedMAEImageProcessor
 from .modeling import __all__ as _modeling_all
-from .modeling.layers import MedMAEPreTrainedModel
-from .modeling.remote_code import write_remote_code
-
-
-def _push_model(model, repo_id, *args, **kwargs):
-    """``model.push_to_hub`` of medmae models: export the full zoo folder and upload it in one commit."""
-    from .hub_cards.push import push_model  # imported on use: huggingface_hub's upload stack is not needed before
-
-    return push_model(model, repo_id, *args, **kwargs)
 
 
 def _register() -> None:
-    """Register medmae classes with the Auto classes (idempotent) and install the remote-code export hook."""
+    """Register medmae classes with the Auto classes (idempotent)."""
     from transformers.models.auto import modeling_auto
 
     for auto_name, config_cls, model_cls in AUTO_REGISTRY:
@@ -39,8 +30,6 @@ def _register() -> None:
             config_cls, image_processor_classes={"torchvision": MedMAEImageProcessor}, exist_ok=True
         )
     MedMAEImageProcessor.register_for_auto_class("AutoImageProcessor")
-    MedMAEPreTrainedModel._export_hook = staticmethod(write_remote_code)
-    MedMAEPreTrainedModel._push_hook = staticmethod(_push_model)
 
 
 _register()

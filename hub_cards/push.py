@@ -6,11 +6,11 @@ sample present, and by default ``medmae verify``), refuses to start without a to
 creates the repository and uploads every file in a single ``create_commit`` (all-or-nothing on the Hub side),
 the card last.
 
-``push_model`` is the full-zoo-folder counterpart of ``model.push_to_hub``: transformers' ``push_to_hub``
-uploads ``save_pretrained`` output (weights, config + ``auto_map`` and medmae's remote code) and a generic
-card; ``push_model`` exports the complete folder (processor, reference sample and outputs, provenance
-metadata, medmae card) with ``export_folder`` and pushes that. Its signature accepts every argument of
-``PushToHubMixin.push_to_hub`` so it can serve as a drop-in ``push_to_hub`` implementation.
+``push_model`` is what ``push_to_hub`` of every medmae model runs (``MedMAEPreTrainedModel.push_to_hub``):
+where transformers' ``push_to_hub`` uploads ``save_pretrained`` output (weights, config + ``auto_map`` and the
+remote code) with a generic card, ``push_model`` exports the complete folder (processor, reference sample and
+outputs, provenance metadata, medmae card) with ``export_folder`` and pushes that. Its signature accepts every
+argument of ``PushToHubMixin.push_to_hub``. A remote-code copy of a medmae model keeps transformers' ``push_to_hub``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from .export import CARD_FILE, MANIFEST_FILE, REFERENCE_FILE, ExportError, check_allowed_files, export_folder, find_leaks
+from .. import __version__
+from .export import export_folder
+from .layout import CARD_FILE, MANIFEST_FILE, REFERENCE_FILE, ExportError, check_allowed_files
+from .run_records import find_leaks
+from .verify import verify
 
 
 class HubPushError(RuntimeError):
@@ -76,14 +80,10 @@ def push_folder(
         raise HubPushError("no Hugging Face token found: run `hf auth login` or set HF_TOKEN (a token with write "
                            "access to the organisation); nothing was uploaded.")
     if verify_first:
-        from .verify import verify
-
         report = verify(folder)
         if not report.passed:
             raise HubPushError(f"{folder} does not reproduce its own reference outputs; nothing was uploaded.\n"
                                f"{report.to_text()}")
-    from .. import __version__
-
     api = HfApi(endpoint=endpoint, token=token, library_name="medmae", library_version=__version__)
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files]
     try:
@@ -137,8 +137,6 @@ def push_model(
         folder = export_folder(model, Path(tmp) / repo_id.split("/")[-1], run_info=run_info, processor=processor,
                                repo_id=repo_id)
         if tags:
-            from huggingface_hub import ModelCard
-
             card = ModelCard.load(folder / CARD_FILE)
             card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *tags]))
             card.save(folder / CARD_FILE)

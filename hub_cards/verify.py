@@ -27,12 +27,16 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors.torch import load_file
-
+import transformers
+from huggingface_hub import snapshot_download
 from huggingface_hub.repocard import metadata_load
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
+from .. import __version__, modeling
 from ..modeling.convert import file_sha256
-from .export import (
+from .layout import (
     ALLOWED_FILES,
     ALLOWED_PATTERNS,
     CARD_FILE,
@@ -41,9 +45,9 @@ from .export import (
     REFERENCE_FILE,
     WEIGHTS_FILE,
     file_digests,
-    read_provenance,
-    run_model,
 )
+from .provenance import read_provenance
+from .reference import run_model
 
 
 @dataclass
@@ -86,16 +90,12 @@ def resolve_folder(folder_or_repo: str, revision: Optional[str] = None, token: O
         return path
     if path.exists() or str(folder_or_repo).startswith((".", "/", "~")):
         raise FileNotFoundError(f"{folder_or_repo} is not a folder")
-    from huggingface_hub import snapshot_download
-
     return Path(snapshot_download(str(folder_or_repo), revision=revision, token=token,
                                   allow_patterns=[*ALLOWED_FILES, *ALLOWED_PATTERNS]))
 
 
 def _remote_class(folder: Path, class_name: str, auto_map_key: str = "auto_map", config_file: str = "config.json"):
     """Class ``class_name`` from the code shipped in ``folder`` (found through the module of its ``auto_map``)."""
-    from transformers.dynamic_module_utils import get_class_from_dynamic_module
-
     auto_map = json.loads((folder / config_file).read_text()).get(auto_map_key) or {}
     modules = [ref.split(".")[0] for ref in auto_map.values()]
     module = next((ref.split(".")[0] for ref in auto_map.values() if ref.endswith("." + class_name)),
@@ -114,13 +114,9 @@ def load_for_verify(folder: Path, remote_code: bool):
         processor_cls = _remote_class(folder, processor_type, config_file="preprocessor_config.json")
         how = "the remote code shipped in the folder"
     else:
-        import medmae
-
-        model_cls = getattr(medmae, architecture)
-        from transformers import AutoImageProcessor
-
+        model_cls = getattr(modeling, architecture)
         processor_cls = AutoImageProcessor
-        how = f"medmae {medmae.__version__}"
+        how = f"medmae {__version__}"
     return model_cls.from_pretrained(str(folder)).eval(), processor_cls.from_pretrained(str(folder)), how
 
 
@@ -173,8 +169,6 @@ def verify(folder_or_repo, atol: float = 1e-4, rtol: float = 1e-4, revision: Opt
            manifest_sha256: Optional[str] = None) -> VerifyReport:
     """Check every file against the manifest; only then load the checkpoint and compare its preprocessing and
     outputs with the shipped reference (which must hold outputs)."""
-    import transformers
-
     folder = resolve_folder(str(folder_or_repo), revision, token)
     environment = {"python": platform.python_version(), "torch": torch.__version__,
                    "transformers": transformers.__version__}

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
+import torch
+from huggingface_hub import ModelCard
+
+from .. import modeling
+from ..configuration import ETMAEConfig, SDDAMAEConfig
 from ..configuration.labels import CHEXPERT_COMPETITION_LABELS, NIH_LABELS
+from .catalogue import DATASETS, TASKS
 
 DEFAULT_ORG = "medmae"
 
@@ -107,19 +113,14 @@ def repo_id(name: str, org: str = DEFAULT_ORG) -> str:
 
 def build_config(entry: ZooEntry):
     """The configuration of a zoo entry (preset + overrides)."""
-    import medmae
-
-    config_cls = next(cls for cls in (medmae.ETMAEConfig, medmae.SDDAMAEConfig) if cls.model_type == entry.family)
+    config_cls = next(cls for cls in (ETMAEConfig, SDDAMAEConfig) if cls.model_type == entry.family)
     return config_cls.from_preset(entry.preset, **dict(entry.config_overrides))
 
 
 def parameter_count(entry: ZooEntry) -> int:
     """Parameters of the entry's model, built on the meta device (no memory, no initialisation cost)."""
-    import medmae
-    import torch
-
     with torch.device("meta"):
-        model = getattr(medmae, entry.architecture)(build_config(entry))
+        model = getattr(modeling, entry.architecture)(build_config(entry))
     return sum(p.numel() for p in model.parameters())
 
 
@@ -146,8 +147,6 @@ def related_models(name_or_id: str) -> list[dict]:
 
 def results_from_folders(folders: Iterable) -> dict[str, str]:
     """``{repo name: "metric value (split)"}`` read from the model-index of exported folders' cards."""
-    from huggingface_hub import ModelCard
-
     results = {}
     for folder in folders:
         card = ModelCard.load(Path(folder) / "README.md")
@@ -164,8 +163,6 @@ def zoo_table_markdown(org: str = DEFAULT_ORG, results: Optional[Mapping[str, st
 
     results: ``{name: text}`` from ``results_from_folders``; entries without a published run say so.
     """
-    from .cards import DATASETS, TASKS
-
     results = dict(results or {})
     lines = ["| Status | Repository | Model | Task | Data | Parameters | Result | Teacher / base |",
              "|---|---|---|---|---|---|---|---|"]

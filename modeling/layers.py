@@ -7,6 +7,7 @@ only torch and transformers (and their siblings in this folder, with ``from .nam
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Optional
 
@@ -248,22 +249,28 @@ class CheckpointMismatchError(RuntimeError, ValueError):
     0.1 raised."""
 
 
+# True in medmae's own medmae/modeling/layers.py; False in a copy shipped as remote code (a module under
+# transformers_modules), with or without medmae installed: there save_pretrained and push_to_hub are transformers'.
+# medmae's export (medmae.modeling.remote_code) and Hub push (medmae.hub_cards) are not part of the remote code and
+# this file may import only torch and transformers, so the methods below import them by name when called
+# (importlib, not import statements: medmae.modeling.remote_code checks import statements only).
+_IN_MEDMAE = __name__ == "medmae.modeling.layers"
+
+
 class MedMAEPreTrainedModel(PreTrainedModel):
     """Base class of every medmae model.
 
-    ``save_pretrained`` additionally calls ``_export_hook(model, save_directory)`` when one is installed:
-    the installed medmae package uses it to write the flat, self-contained remote code and the
-    ``auto_map`` next to the weights, so that collaborators without medmae can load the folder with
-    ``trust_remote_code=True``. Likewise ``push_to_hub`` goes through ``_push_hook`` (medmae's full zoo
-    folder: weights, code, processor, card, reference outputs). When this file runs as remote code no
-    hook is installed and both behave as in transformers.
+    ``save_pretrained`` also writes the flat, self-contained remote code and the ``auto_map`` next to the
+    weights (``medmae.modeling.remote_code``), so that collaborators without medmae can load the folder with
+    ``trust_remote_code=True``; ``push_to_hub`` exports and uploads medmae's full zoo folder (weights, code,
+    processor, card, reference outputs: ``medmae.hub_cards.push.push_model``). Both are ordinary methods that
+    do not depend on ``import medmae`` having run; when this file runs as remote code they are transformers'
+    ``save_pretrained`` and ``push_to_hub``.
     """
 
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _export_hook = None
-    _push_hook = None
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -301,16 +308,21 @@ class MedMAEPreTrainedModel(PreTrainedModel):
         return (model, info) if output_loading_info else model
 
     def push_to_hub(self, repo_id: str, *args, **kwargs):
-        hook = type(self)._push_hook
-        if hook is None:
+        """Export the full zoo folder and upload it in one commit (``medmae.hub_cards.push.push_model``, which
+        takes ``PushToHubMixin.push_to_hub``'s arguments and ``processor``, ``run_info``); as remote code,
+        transformers' ``push_to_hub``."""
+        if not _IN_MEDMAE:
             return super().push_to_hub(repo_id, *args, **kwargs)
-        return hook(self, repo_id, *args, **kwargs)
+        push = importlib.import_module("medmae.hub_cards.push")
+        return push.push_model(self, repo_id, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' ``save_pretrained``, then (in medmae, on the main process) the flat remote code and the
+        ``auto_map`` of ``medmae.modeling.remote_code.write_remote_code``."""
         super().save_pretrained(save_directory, *args, **kwargs)
-        hook = type(self)._export_hook
-        if hook is not None and kwargs.get("is_main_process", True):
-            hook(self, save_directory)
+        if _IN_MEDMAE and kwargs.get("is_main_process", True):
+            remote_code = importlib.import_module("medmae.modeling.remote_code")
+            remote_code.write_remote_code(self, save_directory)
 
 
 def trunc_normal_init_(tensor: torch.Tensor, std: float) -> torch.Tensor:

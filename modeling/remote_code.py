@@ -6,7 +6,7 @@ but medmae keeps configurations in ``medmae/configuration`` and models in ``medm
 module flattens the import graph of a model class into one folder (``from ..configuration.x import``
 becomes ``from .x import``), refuses any import a collaborator would not have (only torch,
 transformers, numpy and the standard library are allowed), and writes ``auto_map`` into
-``config.json``. It is installed as ``MedMAEPreTrainedModel._export_hook`` by ``import medmae``; it is
+``config.json``. ``MedMAEPreTrainedModel.save_pretrained`` calls it (by name, inside medmae); it is
 never shipped itself.
 """
 

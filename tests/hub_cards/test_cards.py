@@ -9,8 +9,9 @@ import yaml
 from huggingface_hub import ModelCard
 
 from medmae import ETMAEConfig, ETMAEForImageClassification, ETMAEForPreTraining, MedMAEImageProcessor
-from medmae.hub_cards.cards import LABEL_CROSSWALK, build_model_card, mean_sd
-from medmae.hub_cards.export import sanitize_run_info
+from medmae.hub_cards.cards import build_model_card, mean_sd
+from medmae.hub_cards.catalogue import LABEL_CROSSWALK
+from medmae.hub_cards.run_records import sanitize_run_info
 from medmae.hub_cards.zoo import ZOO, get_entry, parameter_count, related_models, zoo_table_markdown
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration"]

@@ -17,8 +17,10 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from medmae import ETMAEConfig, ETMAEForImageClassification, ETMAEForPreTraining, MedMAEImageProcessor
-from medmae.hub_cards.export import ExportError, export_folder, file_digests, find_leaks, main_export, write_manifest
+from medmae.hub_cards.export import export_folder, main_export
+from medmae.hub_cards.layout import ExportError, file_digests, write_manifest
 from medmae.hub_cards.push import HubPushError, main_push, push_folder, push_model
+from medmae.hub_cards.run_records import find_leaks
 from medmae.hub_cards.verify import load_for_verify, main_verify, verify
 from testing_utils import run_without_medmae
 
@@ -347,6 +349,15 @@ def test_push_model_equals_export_and_push_to_hub_ships_loadable_code(fake_hub, 
     torch.testing.assert_close(ETMAEForImageClassification.from_pretrained(plain)(x).logits, model(x).logits)
 
 
+def test_remote_code_copy_pushes_as_transformers_does_even_with_medmae_installed(fake_hub, exported):
+    model, _, _ = load_for_verify(exported, remote_code=True)
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    model.push_to_hub("medmae/remote")  # transformers' push_to_hub: save_pretrained output and a generic card
+    names = {p.name for p in fake_hub.folder("medmae/remote").iterdir()}
+    assert {"config.json", "model.safetensors", "README.md"} <= names
+    assert not names & {"reference_sample.safetensors", "medmae_manifest.json", "preprocessor_config.json"}
+
+
 # ---- collaborator without medmae ---------------------------------------------------------------------
 def test_collaborator_without_medmae_loads_the_export(exported, tmp_path):
     reference = load_file(str(exported / "reference_sample.safetensors"))
@@ -365,11 +376,13 @@ def test_collaborator_without_medmae_loads_the_export(exported, tmp_path):
             logits = model(pixel_values).logits
         pipe = pipeline("image-classification", model=folder, trust_remote_code=True)
         scores = pipe(ref["sample_image"].numpy(), top_k=None)
+        model.save_pretrained("{tmp_path / 'resaved'}")  # transformers' save_pretrained: medmae is absent
         print(repr([pixel_values.tolist(), logits.tolist(), sorted((s["label"], s["score"]) for s in scores)]))
         """,
         cwd=tmp_path,
     )
     pixel_values, logits, scores = eval(out.strip().splitlines()[-1])
+    assert (tmp_path / "resaved" / "model.safetensors").is_file()
     torch.testing.assert_close(torch.tensor(pixel_values), reference["pixel_values"], atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(torch.tensor(logits), reference["output.logits"], atol=1e-6, rtol=1e-6)
     expected = torch.sigmoid(reference["output.logits"][0])
