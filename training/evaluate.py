@@ -13,7 +13,10 @@ images with the run's training split is refused (``--allow_training_overlap`` re
 pre-training checkpoint is refused: its heads are untrained.
 
 Under several processes, predictions are collected with ``accelerator.gather_for_metrics`` so the samples
-that pad the last batch never enter a metric. The metric functions come from ``training/metrics.py``.
+that pad the last batch never enter a metric. Segmentation is scored batch by batch on each process (per-case
+Dice, Jaccard, HD95, ASD from ``metrics.segmentation_cases``) and only those per-case numbers are gathered, so
+the memory an evaluation needs is O(batch) masks whatever the split size. The metric functions come from
+``training/metrics.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 
 from .args import EvaluateArguments, parse_args
+from .metrics import classification_metrics, multilabel_auc, segmentation_cases, summarize_cases
 
 KINDS = {"multilabel_classification": "multilabel", "classification": "singlelabel",
          "segmentation_classification": "segcls"}
@@ -36,12 +40,14 @@ KINDS = {"multilabel_classification": "multilabel", "classification": "singlelab
 # Predictions
 # ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def predict(model, dataloader, accelerator, kind: str) -> dict[str, np.ndarray]:
+def predict(model, dataloader, accelerator, kind: str, seg_classes: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Run ``model`` over a prepared dataloader and gather predictions and targets on every process.
 
     multilabel: ``probabilities`` [N, K] (sigmoid), ``labels`` [N, K] (+ ``label_mask``).
     singlelabel: ``cls_prob`` [N, C] (softmax), ``cls_true`` [N].
-    segcls: ``seg_pred`` [N, H, W] (argmax), ``seg_true``, ``cls_prob`` [N, C] (softmax), ``cls_true`` [N].
+    segcls: ``seg_cases`` [N, S, 6] float64, the per-case segmentation values (``metrics.CASE_FIELDS``; S = 1 for
+    a binary head, ``len(seg_classes) - 1`` foreground classes otherwise) computed on each process for its own
+    batch, ``cls_prob`` [N, C] (softmax), ``cls_true`` [N]. No mask outlives its batch.
     """
     model.eval()
     chunks: dict[str, list] = {}
@@ -61,11 +67,30 @@ def predict(model, dataloader, accelerator, kind: str) -> dict[str, np.ndarray]:
             add("cls_prob", torch.softmax(out.logits.float(), -1))
             add("cls_true", batch["labels"])
         else:
-            add("seg_pred", out.logits.float().argmax(1))
-            add("seg_true", batch["labels"])
+            cases = segmentation_cases(label_map(out.logits), batch["labels"], num_seg_classes(seg_classes))
+            add("seg_cases", _gatherable(cases, accelerator))
             add("cls_prob", torch.softmax(out.class_logits.float(), -1))
             add("cls_true", batch["class_labels"])
     return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
+
+
+def label_map(logits: torch.Tensor) -> torch.Tensor:
+    """Segmentation logits [B, K, H, W] -> the predicted class map [B, H, W], uint8 (int32 for more than 256
+    classes): the argmax of the fp32 logits, 1/8 of the int64 argmax's memory."""
+    return logits.float().argmax(1).to(torch.uint8 if logits.shape[1] <= 256 else torch.int32)
+
+
+def num_seg_classes(seg_classes: Sequence[str]) -> int:
+    """The ``num_classes`` of ``metrics.segmentation_cases``: 2 (binary, label > 0 = foreground) for a head with
+    at most two classes, else one mask per foreground class."""
+    return max(len(seg_classes), 2)
+
+
+def _gatherable(cases: np.ndarray, accelerator) -> torch.Tensor:
+    """Per-case float64 values as a tensor ``gather_for_metrics`` can gather: on the accelerator's device under
+    several processes (NCCL gathers CUDA tensors), on the CPU otherwise (float64 has no MPS support)."""
+    tensor = torch.from_numpy(cases)
+    return tensor.to(accelerator.device) if accelerator.num_processes > 1 else tensor
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -80,17 +105,16 @@ def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequen
     ``dice_positive`` (lesion images only), ``accuracy``, ``precision``, ``recall`` (the positive class for
     two classes, as for SIIM-ACR pneumothorax; macro averages otherwise, as for BUSI's three classes), and
     ``distance_convention`` (``medpy``: HD95 as the paper lineage computes it, see ``training/metrics.py``).
+    The segmentation input is ``seg_cases`` (per-case values, from :func:`predict`) or whole-split label maps
+    ``seg_pred`` / ``seg_true`` [N, H, W] (e.g. from ``transformers.Trainer``), scored the same way.
     """
-    from .metrics import classification_metrics, multilabel_auc, segmentation_metrics
-
     if kind == "multilabel":
         names = list(label_names) or [f"label_{k}" for k in range(preds["labels"].shape[1])]
         auc = multilabel_auc(preds["labels"], preds["probabilities"], names, preds.get("label_mask"))
         return {"mauc": auc["mean_auc"], **{f"auc/{k}": v for k, v in auc["per_label"].items()}}
     if kind == "singlelabel":
         return singlelabel_metrics(preds, label_names)
-    seg = segmentation_metrics(preds["seg_pred"] > 0, preds["seg_true"] > 0) if len(seg_classes) <= 2 \
-        else multiclass_segmentation_metrics(preds["seg_pred"], preds["seg_true"], seg_classes)
+    seg = segmentation_summary(seg_cases_of(preds, seg_classes), seg_classes)
     num_classes = preds["cls_prob"].shape[1]
     cls = classification_metrics(preds["cls_true"], preds["cls_prob"], num_classes=num_classes)
     if num_classes == 2:
@@ -103,12 +127,36 @@ def compute_metrics(kind: str, preds: dict[str, np.ndarray], label_names: Sequen
             "precision": precision, "recall": recall, "distance_convention": seg["distance_convention"]}
 
 
-def multiclass_segmentation_metrics(pred: np.ndarray, true: np.ndarray, classes: Sequence[str]) -> dict:
-    """Several foreground classes: the binary metrics of each class (``pred == k`` vs ``true == k``), reported as
-    ``dice/<class>`` ... and averaged over the foreground classes (classes whose value is None are left out)."""
-    from .metrics import segmentation_metrics
+def seg_cases_of(preds: dict[str, np.ndarray], seg_classes: Sequence[str] = ()) -> np.ndarray:
+    """The per-case segmentation values [N, S, 6] of a prediction dict: its ``seg_cases``, or those of its label
+    maps ``seg_pred`` / ``seg_true`` [N, H, W]."""
+    if "seg_cases" in preds:
+        cases = np.asarray(preds["seg_cases"])
+    elif "seg_pred" in preds and "seg_true" in preds:
+        cases = segmentation_cases(preds["seg_pred"], preds["seg_true"], num_seg_classes(seg_classes))
+    else:
+        raise ValueError("segmentation predictions need 'seg_cases' (from predict) or the label maps 'seg_pred' and "
+                         f"'seg_true'; got {sorted(preds)}")
+    expected = num_seg_classes(seg_classes) - 1
+    if cases.ndim != 3 or cases.shape[1] != expected:
+        raise ValueError(f"seg_cases has shape {cases.shape}; {len(seg_classes)} segmentation classes need "
+                         f"[N, {expected}, 6]")
+    return cases
 
-    per = {name: segmentation_metrics(pred == k, true == k) for k, name in enumerate(classes) if k > 0}
+
+def segmentation_summary(cases: np.ndarray, seg_classes: Sequence[str] = ()) -> dict:
+    """Per-case values [N, S, 6] -> the segmentation metrics: ``metrics.summarize_cases`` of the binary head (S = 1),
+    or :func:`multiclass_segmentation_metrics`."""
+    if cases.shape[1] == 1:
+        return summarize_cases(cases[:, 0])
+    return multiclass_segmentation_metrics(cases, seg_classes)
+
+
+def multiclass_segmentation_metrics(cases: np.ndarray, classes: Sequence[str]) -> dict:
+    """Several foreground classes: the binary metrics of each class (``pred == k`` vs ``true == k``, per-case values
+    ``cases[:, k - 1]``), reported as ``dice/<class>`` ... and averaged over the foreground classes (classes whose
+    value is None are left out)."""
+    per = {name: summarize_cases(cases[:, k - 1]) for k, name in enumerate(classes) if k > 0}
 
     def mean(key):
         values = [m[key] for m in per.values() if m[key] is not None]
@@ -125,8 +173,6 @@ def singlelabel_metrics(preds: dict[str, np.ndarray], label_names: Sequence[str]
     one-vs-rest ``auc`` (classes absent from the truth are left out of the mean; None when fewer than two
     classes are present), plus ``recall/<class>``."""
     from sklearn.metrics import roc_auc_score
-
-    from .metrics import classification_metrics
 
     probs, truth = preds["cls_prob"], preds["cls_true"].astype(int)
     names = list(label_names) or [str(k) for k in range(probs.shape[1])]
@@ -243,9 +289,9 @@ def evaluation_data(args: EvaluateArguments, run: Optional[dict], run_dir: Optio
                          "give --dataset (and --data_root)")
     recorded = run.get("hyperparameters", {})
     dataset = recorded.get("dataset") or run.get("dataset")
-    if not dataset.startswith("synthetic") and not args.data_root:
-        raise ValueError(f"{args.model} was fine-tuned on {dataset}; give its folder with --data_root (runs record no "
-                         "local paths)")
+    if not dataset.startswith("synthetic") and not args.data_root and not args.dataset_path:
+        raise ValueError(f"{args.model} was fine-tuned on {dataset}; give its folder with --data_root, or its prepared "
+                         "folder with --dataset_path (runs record no local paths)")
     # synthetic sets are rebuilt from their seed and size (main checks the ids against the run's manifest)
     manifest = args.manifest or (str(run_dir / "split_manifest.json")
                                  if (run_dir / "split_manifest.json").is_file() and not dataset.startswith("synthetic")
@@ -313,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu,
                                                                                     num_parameters))
     data_args = evaluation_data(args, run, run_dir, model.config.image_size)
-    splits = load_splits(data_args, **_synthetic_size(data_args, model.config.image_size))
+    splits = load_splits(data_args, model.config.image_size, **_synthetic_size(data_args, model.config.image_size))
     if args.split not in splits:
         raise ValueError(f"split {args.split!r} not in the dataset (has {sorted(splits)})")
     manifest = run_manifest(run_dir)
@@ -330,7 +376,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                                 num_seg_classes=max(len(seg_classes), 2))[args.split]
     dataloader = accelerator.prepare(make_dataloader(dataset, args.batch_size, False, 0, args.num_workers))
     model = accelerator.prepare(model)
-    preds = predict(model, dataloader, accelerator, kind)
+    preds = predict(model, dataloader, accelerator, kind, seg_classes)
     names = label_names_of(splits, data_args.dataset, preds["labels"].shape[1]) if kind == "multilabel" else []
     metrics = compute_metrics(kind, preds, names, seg_classes)
     out = Path(args.output_dir) if args.output_dir else Path(args.model)
@@ -360,6 +406,7 @@ class _EvalData:
     def __init__(self, dataset: str, data_root, dataset_kwargs, split_seed: int, manifest, args: EvaluateArguments,
                  image_size: int, recorded_augmentation: Optional[str] = None):
         self.dataset, self.data_root, self.dataset_kwargs = dataset, data_root, dataset_kwargs
+        self.dataset_path = args.dataset_path
         self.split_seed, self.manifest = split_seed, manifest
         self.max_train_samples, self.max_eval_samples = None, args.max_eval_samples
         self.crop_scale_min, self.hflip, self.image_size = None, False, image_size

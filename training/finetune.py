@@ -51,7 +51,7 @@ class FinetuneTask(TrainingTask):
                              "--from_scratch (random initial weights, deliberately)" if not m.init_from else
                              f"medmae finetune: --init_from {m.init_from} and --from_scratch contradict each other")
         image_size = self._image_size()
-        splits = load_splits(d, **synthetic_defaults(d, image_size))
+        splits = load_splits(d, image_size, **synthetic_defaults(d, image_size))
         info = getattr(splits, "medmae_split_info", {}) or {}
         self.split_source_info = info
         self.task = resolve_task("finetune", m, single_label_data=_single_label(splits))
@@ -156,7 +156,7 @@ class FinetuneTask(TrainingTask):
         return out.loss, {"segmentation_loss": out.segmentation_loss, "classification_loss": out.classification_loss}
 
     def evaluate(self, model, dataloader, accelerator) -> dict[str, float]:
-        self.last_predictions = predict(model, dataloader, accelerator, self.kind)
+        self.last_predictions = predict(model, dataloader, accelerator, self.kind, self.seg_classes)
         return compute_metrics(self.kind, self.last_predictions, self.label_names, self.seg_classes)
 
     def metrics_markdown(self, metrics: dict, split: str) -> str:

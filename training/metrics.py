@@ -11,7 +11,10 @@ Conventions (no NaN ever leaves this module; undefined values are ``None``):
 * **Surfaces**: the boundary of a mask is ``mask XOR binary_erosion(mask)`` (4-connected
   structuring element, pixels on the image border count as boundary), the distance of a boundary
   pixel is the Euclidean distance transform (``scipy.ndimage.distance_transform_edt``, with
-  ``sampling=spacing``) to the other mask's boundary, as in MONAI and medpy.
+  ``sampling=spacing``) to the other mask's boundary, as in MONAI and medpy. Both are computed on
+  the bounding box of the two masks (as MONAI's ``get_mask_edges(crop=True)``): every boundary
+  pixel lies inside it and the box's outside is background, so the distances are exactly those
+  of the whole image, at a fraction of the cost.
 * **HD95**, ``convention="medpy"`` (default): ``P95(d(pred -> true) ∪ d(true -> pred))``, the 95th
   percentile of both directions' distances POOLED -- medpy's ``binary.hd95``, which the TransUNet /
   Swin-Unet / DAE-Former evaluation code (``calculate_metric_percase``) calls and whose numbers the
@@ -36,6 +39,11 @@ Conventions (no NaN ever leaves this module; undefined values are ``None``):
   excluded from the mean, its value is ``None`` and it is listed in ``excluded_labels`` (this
   depends only on the ground truth, so no prediction can game it).
 
+Scaling: :func:`segmentation_cases` turns a batch of label maps into per-case values (one row of
+``CASE_FIELDS`` per case and foreground class) and :func:`summarize_cases` turns the rows of a whole
+split into the metric dict, so an evaluation keeps O(batch) masks and gathers only scalars across
+processes (MONAI's ``Cumulative`` pattern). :func:`segmentation_metrics` is the two in one call.
+
 This module never imports ``evaluate``; :func:`metric_script_path` gives the paths of the
 ``evaluate.Metric`` wrappers for ``evaluate.load(...)``.
 """
@@ -49,10 +57,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["dice", "jaccard", "hd95", "asd", "surface_distances", "segmentation_metrics",
-           "classification_metrics", "multilabel_auc", "metric_script_path"]
+__all__ = ["dice", "jaccard", "hd95", "asd", "surface_distances", "segmentation_metrics", "segmentation_cases",
+           "case_metrics", "summarize_cases", "CASE_FIELDS", "classification_metrics", "multilabel_auc",
+           "metric_script_path"]
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
+
+# the per-case values of a segmentation case (a row of segmentation_cases / case_metrics); None is stored as NaN
+CASE_FIELDS = ("dice", "jaccard", "hd95", "asd", "has_pred", "has_true")
 
 
 def _clean(x) -> float | None:
@@ -100,15 +112,31 @@ def _spacing(spacing, ndim=2) -> tuple[float, ...]:
     return s
 
 
+def _bounding_box(p: np.ndarray, t: np.ndarray) -> tuple[slice, slice]:
+    """The smallest (rows, cols) box holding every foreground pixel of ``p`` and ``t`` (bool [H, W], not both
+    empty)."""
+    rows = np.flatnonzero(p.any(1) | t.any(1))
+    cols = np.flatnonzero(p.any(0) | t.any(0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _boundary(m: np.ndarray) -> np.ndarray:
+    """``m XOR erosion(m)``, 4-connected; outside the array counts as background."""
+    return m ^ ndimage.binary_erosion(m, structure=_CROSS)
+
+
 def surface_distances(pred, true, spacing=None):
     """Directed boundary distances ``(d(pred -> true), d(true -> pred))`` as float arrays, or
-    None when either mask is empty (see the module docstring for the surface definition)."""
+    None when either mask is empty (see the module docstring for the surface definition).
+
+    Computed on the masks' common bounding box: outside it both masks are background, so the
+    erosion sees the same neighbours and every boundary pixel (hence every nearest one) is inside."""
     p, t = _pair(pred, true)
     if not p.any() or not t.any():
         return None
     sampling = _spacing(spacing)
-    edge_p = p ^ ndimage.binary_erosion(p, structure=_CROSS)
-    edge_t = t ^ ndimage.binary_erosion(t, structure=_CROSS)
+    box = _bounding_box(p, t)
+    edge_p, edge_t = _boundary(p[box]), _boundary(t[box])
     to_t = ndimage.distance_transform_edt(~edge_t, sampling=sampling)
     to_p = ndimage.distance_transform_edt(~edge_p, sampling=sampling)
     return to_t[edge_p], to_p[edge_t]
@@ -138,26 +166,119 @@ DISTANCE_CONVENTIONS = {
 }
 
 
+def _check_convention(convention: str) -> None:
+    if convention not in DISTANCE_CONVENTIONS:
+        raise ValueError(f"unknown HD95 convention {convention!r}; choose one of {', '.join(DISTANCE_CONVENTIONS)}")
+
+
+def _average(a: np.ndarray, b: np.ndarray) -> float:
+    return np.concatenate([a, b]).mean()
+
+
 def hd95(pred, true, spacing=None, missing_distance="diagonal", convention: str = "medpy") -> float | None:
     """95th-percentile Hausdorff distance in pixels or in the unit of ``spacing``: ``convention="medpy"``
     pools both directions' distances (the paper lineage), ``"monai"`` takes the larger directed 95th
     percentile. Both empty -> 0.0; exactly one empty -> ``missing_distance`` (default the image diagonal;
     None -> None)."""
-    if convention not in DISTANCE_CONVENTIONS:
-        raise ValueError(f"unknown HD95 convention {convention!r}; choose one of {', '.join(DISTANCE_CONVENTIONS)}")
+    _check_convention(convention)
     return _distance_metric(pred, true, spacing, missing_distance, DISTANCE_CONVENTIONS[convention])
 
 
 def asd(pred, true, spacing=None, missing_distance="diagonal") -> float | None:
     """Symmetric average surface distance (mean of both directions' distances pooled). Empty
     masks as in :func:`hd95`."""
-    return _distance_metric(pred, true, spacing, missing_distance,
-                            lambda a, b: np.concatenate([a, b]).mean())
+    return _distance_metric(pred, true, spacing, missing_distance, _average)
 
 
 def _mean(values) -> tuple[float | None, int]:
     kept = [v for v in values if v is not None]
     return (float(np.mean(kept)) if kept else None), len(values) - len(kept)
+
+
+def _none_as_nan(x) -> float:
+    return math.nan if x is None else float(x)
+
+
+def case_metrics(pred, true, spacing=None, missing_distance="diagonal", distances: bool = True,
+                 convention: str = "medpy") -> tuple[float, ...]:
+    """The ``CASE_FIELDS`` of one case: ``(dice, jaccard, hd95, asd, has_pred, has_true)`` as floats, None as
+    NaN (HD95/ASD with ``distances=False`` or ``missing_distance=None`` on a one-empty case). ``pred`` /
+    ``true``: 2-D masks, non-zero = foreground. Both surface distances come from ONE pair of distance
+    transforms; the values are exactly those of :func:`dice`, :func:`jaccard`, :func:`hd95`, :func:`asd`."""
+    _check_convention(convention)
+    p, t = _pair(pred, true)
+    has_p, has_t = bool(p.any()), bool(t.any())
+    hd = sd = math.nan
+    if distances and not (has_p or has_t):
+        hd = sd = 0.0
+    elif distances and not (has_p and has_t):
+        hd = sd = _none_as_nan(_missing(p.shape, spacing, missing_distance))
+    elif distances:
+        a, b = surface_distances(p, t, spacing)
+        hd, sd = float(DISTANCE_CONVENTIONS[convention](a, b)), float(_average(a, b))
+    return dice(p, t), jaccard(p, t), hd, sd, float(has_p), float(has_t)
+
+
+def _spacings(spacing, n: int) -> list:
+    """None / one (row, col) pair for all cases / one pair per case -> a list of ``n`` spacings."""
+    if spacing is None or np.ndim(spacing) == 1:
+        return [spacing] * n
+    spacings = list(spacing)
+    if len(spacings) != n:
+        raise ValueError(f"{len(spacings)} spacings for {n} cases")
+    return spacings
+
+
+def _class_masks(label_map: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """[B, H, W] label map -> the masks scored: ``[label_map > 0]`` when ``num_classes <= 2`` (binary, any
+    positive class is foreground), else ``[label_map == k for k in 1..num_classes-1]``, each bool [B, H, W]."""
+    if num_classes <= 2:
+        return [label_map > 0]
+    return [label_map == k for k in range(1, num_classes)]
+
+
+def _label_maps(pred, true) -> tuple[np.ndarray, np.ndarray]:
+    p, t = (np.asarray(m.detach().cpu() if hasattr(m, "detach") else m) for m in (pred, true))
+    if p.ndim != 3 or p.shape != t.shape:
+        raise ValueError(f"expected label maps [B, H, W] of one shape, got prediction {p.shape} and ground truth "
+                         f"{t.shape}")
+    return p, t
+
+
+def segmentation_cases(pred, true, num_classes: int = 2, spacing=None, missing_distance="diagonal",
+                       distances: bool = True, convention: str = "medpy") -> np.ndarray:
+    """Per-case values of a batch: label maps ``pred`` / ``true`` [B, H, W] (numpy or torch, any integer or bool
+    dtype) -> float64 [B, C, len(CASE_FIELDS)], C = 1 for ``num_classes <= 2`` (label > 0 = foreground) or
+    ``num_classes - 1`` (class k = 1..K-1 against the rest). None is stored as NaN. Concatenate the batches'
+    rows along dim 0 and pass ``rows[:, c]`` to :func:`summarize_cases`; ``spacing`` as in
+    :func:`segmentation_metrics` (per case: B pairs)."""
+    p, t = _label_maps(pred, true)
+    spacings = _spacings(spacing, len(p))
+    rows = np.empty((len(p), max(num_classes - 1, 1), len(CASE_FIELDS)))
+    for c, (pc, tc) in enumerate(zip(_class_masks(p, num_classes), _class_masks(t, num_classes))):
+        for i, s in enumerate(spacings):
+            rows[i, c] = case_metrics(pc[i], tc[i], s, missing_distance, distances, convention)
+    return rows
+
+
+def summarize_cases(rows, missing_distance="diagonal", distances: bool = True, convention: str = "medpy") -> dict:
+    """The :func:`segmentation_metrics` dict of per-case rows float [N, len(CASE_FIELDS)] (from
+    :func:`case_metrics` / :func:`segmentation_cases`, in case order); ``missing_distance``, ``distances`` and
+    ``convention`` are recorded as given (they must be the ones the rows were computed with)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != len(CASE_FIELDS):
+        raise ValueError(f"expected per-case rows [N, {len(CASE_FIELDS)}] ({', '.join(CASE_FIELDS)}), got {rows.shape}")
+    column = dict(zip(CASE_FIELDS, rows.T))
+    has_p, has_t = column["has_pred"] > 0, column["has_true"] > 0
+    kept = ("dice", "jaccard", "hd95", "asd") if distances else ("dice", "jaccard")
+    cases = {"both_empty": int((~has_p & ~has_t).sum()), "missed": int((has_t & ~has_p).sum()),
+             "false_positive": int((has_p & ~has_t).sum())}
+    out = {"num_cases": len(rows), "per_case": {k: [_clean(v) for v in column[k].tolist()] for k in kept},
+           "excluded": {}, "cases": cases, "missing_distance": missing_distance, "distance_convention": convention}
+    for k, vals in out["per_case"].items():
+        out[k], out["excluded"][k] = _mean(vals)
+    out["dice_positive"] = _mean(column["dice"][has_t].tolist())[0]
+    return out
 
 
 def segmentation_metrics(pred_masks, true_masks, spacing=None, missing_distance="diagonal",
@@ -174,41 +295,16 @@ def segmentation_metrics(pred_masks, true_masks, spacing=None, missing_distance=
     Dice over cases with a non-empty ground truth), ``"per_case": {metric: [...]}``,
     ``"excluded": {metric: n}`` (cases left out of each mean because their value is None),
     ``"cases": {"both_empty", "missed", "false_positive"}`` (counts),
-    ``"missing_distance"``}. All values are Python floats/ints or None.
+    ``"missing_distance"``}. All values are Python floats/ints or None. The same as
+    :func:`summarize_cases` of the :func:`case_metrics` of every case (how an evaluation computes it
+    batch by batch).
     """
     preds, trues = list(pred_masks), list(true_masks)
     if len(preds) != len(trues):
         raise ValueError(f"{len(preds)} predictions but {len(trues)} ground-truth masks")
-    n = len(preds)
-    if spacing is None or np.ndim(spacing) == 1:
-        spacings = [spacing] * n
-    else:
-        spacings = list(spacing)
-        if len(spacings) != n:
-            raise ValueError(f"{len(spacings)} spacings for {n} cases")
-    per = {"dice": [], "jaccard": [], "hd95": [], "asd": []}
-    cases = {"both_empty": 0, "missed": 0, "false_positive": 0}
-    positive_dice = []
-    for p, t, s in zip(preds, trues, spacings):
-        p, t = _pair(p, t)
-        per["dice"].append(dice(p, t))
-        per["jaccard"].append(jaccard(p, t))
-        if t.any():
-            positive_dice.append(per["dice"][-1])
-        has_p, has_t = bool(p.any()), bool(t.any())
-        cases["both_empty"] += not has_p and not has_t
-        cases["missed"] += has_t and not has_p
-        cases["false_positive"] += has_p and not has_t
-        if distances:
-            per["hd95"].append(hd95(p, t, s, missing_distance, convention))
-            per["asd"].append(asd(p, t, s, missing_distance))
-    out = {"num_cases": n, "per_case": {k: [_clean(v) for v in vals] for k, vals in per.items()
-                                         if distances or k in ("dice", "jaccard")},
-           "excluded": {}, "cases": cases, "missing_distance": missing_distance, "distance_convention": convention}
-    for k, vals in out["per_case"].items():
-        out[k], out["excluded"][k] = _mean(vals)
-    out["dice_positive"] = _mean(positive_dice)[0]
-    return out
+    rows = [case_metrics(p, t, s, missing_distance, distances, convention)
+            for p, t, s in zip(preds, trues, _spacings(spacing, len(preds)))]
+    return summarize_cases(np.reshape(rows, (len(rows), len(CASE_FIELDS))), missing_distance, distances, convention)
 
 
 def classification_metrics(y_true, y_pred, num_classes: int | None = None,

@@ -16,6 +16,10 @@ SDDA-MAE joint segmentation + classification (two label tensors, ``labels`` = ma
                       compute_metrics=segcls_compute_metrics(),
                       preprocess_logits_for_metrics=segcls_preprocess_logits_for_metrics)
 
+With ``TrainingArguments(batch_eval_metrics=True)`` the segmentation metrics are computed batch by batch (per-case
+values kept, masks dropped), so evaluation memory does not grow with the split; without it Trainer holds the
+uint8 predicted maps and its int64 label masks of the whole split, and the numbers are the same.
+
 Three switches make Trainer fit (``design/hf-integration.md`` section 5): ``remove_unused_columns=False`` (the
 datasets are transformed lazily with ``with_transform``), ``accepts_loss_kwargs = False`` on the models (set in
 medmae; otherwise DDP multiplies the loss by the world size), and layer-decay groups passed as
@@ -30,7 +34,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .evaluate import compute_metrics
+from .evaluate import compute_metrics, label_map, num_seg_classes
+from .metrics import segmentation_cases
 from .optim import layer_decay_param_groups
 
 
@@ -84,25 +89,42 @@ def singlelabel_compute_metrics(label_names: Sequence[str] = ()):
 
 
 def segcls_preprocess_logits_for_metrics(logits, labels):
-    """Keep the argmax of the segmentation logits (not [B, K, H, W] floats) and the class logits, so Trainer
+    """Keep the predicted class map (uint8 [B, H, W], not [B, K, H, W] float logits) and the class logits, so Trainer
     accumulates small tensors. ``logits`` = ``(seg_logits, class_logits, ...)`` from the joint model."""
     seg_logits, class_logits = logits[0], logits[1]
-    return seg_logits.argmax(1), class_logits
+    return label_map(seg_logits), class_logits
 
 
-def segcls_compute_metrics():
+def segcls_compute_metrics(seg_classes: Sequence[str] = ()):
     """``compute_metrics`` for ``SDDAMAEForSegmentationAndClassification``: predictions ``(seg_pred,
     class_logits)`` (after :func:`segcls_preprocess_logits_for_metrics`), label_ids ``(masks, class_labels)``.
-    Dice, Jaccard, HD95, ASD, accuracy, precision, recall."""
+    Dice, Jaccard, HD95, ASD, accuracy, precision, recall; ``seg_classes``: the segmentation head's class names when
+    it has more than two (per-class metrics), as ``model.config.id2label`` lists them.
 
-    def fn(eval_prediction) -> dict:
+    Works both ways Trainer calls it: once with the whole split, or per batch under ``batch_eval_metrics=True``
+    (``compute_result`` False until the last batch), where each batch's masks are reduced to per-case values
+    (``metrics.segmentation_cases``) and dropped, so memory stays O(batch); the numbers are identical."""
+    pending: dict[str, list] = {"seg_cases": [], "class_logits": [], "class_labels": []}
+
+    def fn(eval_prediction, compute_result: bool = True) -> dict:
         seg_pred, class_logits = eval_prediction.predictions[:2]
         masks, class_labels = eval_prediction.label_ids[:2]
-        logits = _numpy(class_logits).astype(np.float64)
-        probabilities = np.exp(logits - logits.max(1, keepdims=True))
-        probabilities /= probabilities.sum(1, keepdims=True)
-        metrics = compute_metrics("segcls", {"seg_pred": _numpy(seg_pred), "seg_true": _numpy(masks),
-                                             "cls_prob": probabilities, "cls_true": _numpy(class_labels)})
+        pending["seg_cases"].append(segmentation_cases(seg_pred, masks, num_seg_classes(seg_classes)))
+        pending["class_logits"].append(_numpy(class_logits).astype(np.float64))
+        pending["class_labels"].append(_numpy(class_labels))
+        if not compute_result:
+            return {}
+        cases, logits, labels = (np.concatenate(pending[key]) for key in ("seg_cases", "class_logits", "class_labels"))
+        for parts in pending.values():
+            parts.clear()
+        metrics = compute_metrics("segcls", {"seg_cases": cases, "cls_prob": _softmax(logits), "cls_true": labels},
+                                  seg_classes=seg_classes)
         return {k: v for k, v in metrics.items() if v is not None}
 
     return fn
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """[N, C] float64 logits -> probabilities (max-subtracted)."""
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    return probabilities / probabilities.sum(1, keepdims=True)

@@ -60,6 +60,13 @@ def test_sdda_joint_model_with_two_label_tensors(tmp_path):
     for key in ("eval_dice", "eval_jaccard", "eval_accuracy", "eval_precision", "eval_recall", "eval_loss"):
         assert key in metrics
     assert torch.isfinite(torch.tensor(metrics["eval_loss"]))
+    # batch by batch (no whole-split masks held): the same numbers
+    batched = Trainer(model=model, args=_args(tmp_path, batch_eval_metrics=True), eval_dataset=data["validation"],
+                      compute_metrics=segcls_compute_metrics(),
+                      preprocess_logits_for_metrics=segcls_preprocess_logits_for_metrics).evaluate()
+    keys = ("eval_dice", "eval_jaccard", "eval_hd95", "eval_asd", "eval_dice_positive", "eval_accuracy",
+            "eval_precision", "eval_recall")
+    assert {k: batched[k] for k in keys} == {k: metrics[k] for k in keys}
 
 
 def test_singlelabel_compute_metrics_matches_scikit_learn():
