@@ -86,6 +86,9 @@ class DataArguments:
     data_root: Optional[str] = field(default=None, metadata={
         "help": "dataset folder as published (real sets); a combined set takes one per source, repeated: "
                 "--data_root chestxray14=DIR1 --data_root chexpert=DIR2"})
+    dataset_path: Optional[str] = field(default=None, metadata={
+        "help": "a folder written by `medmae prepare` (resized images, index, fingerprint), in place of --data_root; "
+                "with --data_root too, it is prepared first when missing"})
     dataset_kwargs: Optional[str] = field(default=None, metadata={
         "help": "JSON dict passed to the loader, e.g. '{\"num_images\": 400}' or '{\"uncertainty\": \"ones\"}'"})
     split_seed: int = field(default=0, metadata={"help": "seed of the train/validation/test split"})
@@ -178,6 +181,8 @@ class EvaluateArguments:
                 "dataset is allowed, but a split sharing ids with the run's training split is refused"})
     data_root: Optional[str] = field(default=None, metadata={
         "help": "dataset folder (runs record no local paths: give it for real datasets)"})
+    dataset_path: Optional[str] = field(default=None, metadata={
+        "help": "a folder written by `medmae prepare`, in place of --data_root"})
     dataset_kwargs: Optional[str] = field(default=None)
     split_seed: Optional[int] = field(default=None, metadata={"help": "default: the run's (0 without a run)"})
     manifest: Optional[str] = field(default=None, metadata={"help": "default: the run's split_manifest.json"})
@@ -419,7 +424,8 @@ def args_to_dict(*groups) -> dict[str, Any]:
             value = getattr(group, f.name)
             if f.name in ("data_root",):
                 value = None if value is None else "<data_root>"
-            elif f.name in ("output_dir", "init_from", "teacher", "manifest", "config", "resume", "model") \
+            elif f.name in ("output_dir", "init_from", "teacher", "manifest", "config", "resume", "model",
+                            "dataset_path") \
                     and isinstance(value, str) and value:
                 value = os.path.basename(os.path.normpath(value))
             out[f.name] = value

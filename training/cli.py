@@ -4,6 +4,8 @@
     medmae demo [--quick]                       the whole method on synthetic data, on a laptop
     medmae reproduce sdda ARGS                  the SDDA-MAE ablation (Tables 1-4, Figures 2/3) over seeds
     medmae pretrain|finetune|evaluate ARGS      the Accelerate scripts (``--help``, ``--list_presets``)
+    medmae prepare --dataset NAME --data_root DIR --image_size N --output_dir PREP [--num_proc N]
+                                                a dataset indexed once, images resized, for --dataset_path PREP
     medmae predict --model RUN --input PATH...  a fine-tuned model on your images: results.csv (+ mask PNGs)
     medmae convert mae|vit-mae|timm SRC OUT     convert a MAE / medical_mae .pth, a transformers ViTMAE folder or a
                                                 timm ViT checkpoint into a medmae folder (+ image processor)
@@ -26,6 +28,8 @@ COMMANDS = {
     "pretrain": ("medmae.training.pretrain", "main", "pre-training: SDDA-MAE, ETMAE teacher MAE, ETMAE distillation"),
     "finetune": ("medmae.training.finetune", "main", "fine-tuning: SDDA-MAE seg+cls, ETMAE multi-label"),
     "evaluate": ("medmae.training.evaluate", "main", "the papers' metrics of a fine-tuned model on a split"),
+    "prepare": ("medmae.training.prepare", "main",
+                "index a dataset once and store its images resized (--dataset_path for the scripts)"),
     "predict": ("medmae.training.predict", "main",
                 "predict a fine-tuned model on images / folders / CSV lists: probabilities CSV, mask PNGs"),
     "demo": ("medmae.training.demo", "main", "the end-to-end demo on synthetic data (--quick: 1 minute)"),

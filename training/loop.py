@@ -47,6 +47,7 @@ from .args import args_to_dict, effective_batch_report, json_dict
 from .checkpointing import TrainState, checkpoint_dirs, load_checkpoint, resolve_resume, save_checkpoint
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .output_folder import OutputFolder, disk_full_errors, launcher_rank
+from .prepare import prepared_splits
 
 TINY_MODEL_PARAMETERS = 5_000_000
 
@@ -142,19 +143,24 @@ def make_accelerator(run_args, opt_args, mixed_precision: str, find_unused_param
 # ----------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------
-def load_splits(data_args, **extra):
-    """``training.data.load_dataset_by_name`` with ``--dataset_kwargs`` and the split seed; truncation by
-    ``max_train_samples`` / ``max_eval_samples``. Errors (unknown name, missing folder) name the problem."""
+def load_splits(data_args, input_size: Optional[int] = None, **extra):
+    """``training.data.load_dataset_by_name`` with ``--dataset_kwargs`` and the split seed, or with
+    ``--dataset_path`` the prepared folder (``training/prepare.py``; checked against the dataset, the loader arguments
+    and ``input_size``, the run's image size); truncation by ``max_train_samples`` / ``max_eval_samples``. Errors
+    (unknown name, missing folder, a prepared folder that does not fit) name the problem."""
     from .data import load_dataset_by_name
 
     kwargs = {**json_dict(data_args.dataset_kwargs, "dataset_kwargs"), **own_data_arguments(data_args), **extra}
     kwargs.setdefault("seed", data_args.split_seed)
     if data_args.manifest:
         kwargs["manifest"] = data_args.manifest
-    try:
-        splits = load_dataset_by_name(data_args.dataset, data_args.data_root, **kwargs)
-    except TypeError as error:
-        raise ValueError(f"dataset {data_args.dataset!r} does not accept {sorted(kwargs)}: {error}") from error
+    if getattr(data_args, "dataset_path", None):
+        splits = prepared_splits(data_args, kwargs, input_size)
+    else:
+        try:
+            splits = load_dataset_by_name(data_args.dataset, data_args.data_root, **kwargs)
+        except TypeError as error:
+            raise ValueError(f"dataset {data_args.dataset!r} does not accept {sorted(kwargs)}: {error}") from error
     if data_args.max_train_samples and "train" in splits:
         splits["train"] = splits["train"].select(range(min(data_args.max_train_samples, len(splits["train"]))))
     if data_args.max_eval_samples:

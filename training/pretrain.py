@@ -71,7 +71,7 @@ class PretrainTask(TrainingTask):
                 model = SDDAMAEForPreTraining.from_pretrained(model_folder(m.init_from), config=config)
         self.model = model
         self.processor = processor_for_config(config)
-        splits = load_splits(d, **synthetic_defaults(d, config.image_size))
+        splits = load_splits(d, config.image_size, **synthetic_defaults(d, config.image_size))
         self.split_info = {"split": split_record(splits, d, self.output_dir),
                            "uncertainty_policy": getattr(splits, "medmae_split_info", {}).get("uncertainty")}
         keep = {name: splits[name] for name in ("train", "validation") if name in splits}
