@@ -129,6 +129,10 @@ class _BaseTransform:
     def _augmented(self, pil) -> torch.Tensor:
         """Geometry (and RandAugment, on PIL, for ``medical_mae`` training) of one image -> uint8 [C, H, W]."""
         if self.rand_augment is None:
+            if pil.mode == "L" and self.num_channels == 3:
+                # a grayscale image: the geometry on its one channel, then three copies -- the same pixels as
+                # converting to RGB first (checked bit for bit in tests/training/test_transforms.py), 1.8x faster
+                return self.geometry(tv_tensors.Image(F.pil_to_tensor(pil))).expand(3, -1, -1)
             return self.geometry(self._image(pil))
         mode = "L" if self.num_channels == 1 else "RGB"
         image = self.rand_augment(self.geometry(pil.convert("RGB")))

@@ -156,3 +156,19 @@ def test_rand_augment_is_reproducible_per_item_seed():
     assert all(torch.equal(a, items[i]["pixel_values"]) for i, a in enumerate(first))
     items.set_epoch(1)
     assert not all(torch.equal(a, items[i]["pixel_values"]) for i, a in enumerate(first))
+
+
+@pytest.mark.parametrize("recipe", ["crop_flip", "simple"])
+def test_grayscale_geometry_on_one_channel_gives_the_rgb_pixels(recipe):
+    """Grayscale images take the geometry on their one channel (faster); the pixels must be exactly those of
+    converting to RGB first, for every crop and flip drawn."""
+    rng = np.random.default_rng(1)
+    transform = transforms.ClassificationTransform(_processor(3, size=24), train=True, recipe=recipe)
+    for seed in range(20):
+        height, width = rng.integers(30, 70, 2)
+        image = Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8), "L")
+        torch.manual_seed(seed)
+        fast = transform._augmented(image)
+        torch.manual_seed(seed)
+        reference = transform.geometry(transform._image(image))
+        assert torch.equal(fast, reference), seed
