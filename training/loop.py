@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import random
 import subprocess
 import time
@@ -69,12 +70,16 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_mixed_precision(choice: str, cpu: bool, num_parameters: int) -> str:
-    """``auto``: bf16 on a CUDA device that supports it; on a CPU with AMX/avx512_bf16 only for models of at
+    """``auto``: the ``mixed_precision`` of the accelerate config the run was launched with, else bf16 on a CUDA
+    device that supports it; on a CPU with AMX/avx512_bf16 only for models of at
     least ``TINY_MODEL_PARAMETERS`` (measured: for the demo's sub-million-parameter models bf16 autocast on CPU
     is slower than fp32, the casts costing more than the matmuls save); fp32 otherwise. fp16 on CPU is
     refused (autocast would silently do nothing)."""
     if choice not in ("auto", "no", "bf16", "fp16"):
         raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {choice!r}")
+    launched_with = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch` from its config file
+    if choice == "auto" and launched_with:
+        return resolve_mixed_precision(launched_with, cpu, num_parameters)
     on_cuda = torch.cuda.is_available() and not cpu
     if choice == "auto":
         if on_cuda:
