@@ -20,6 +20,8 @@ from pathlib import Path
 import datasets
 from datasets import DatasetDict, Features, Value, concatenate_datasets
 
+from .data import load_split_manifest
+
 COMBINED_FEATURES = Features({"image": datasets.Image(mode="L"), "image_id": Value("string"),
                               "patient_id": Value("string"), "source": Value("string")})
 
@@ -56,8 +58,6 @@ def _source_manifest(manifest, source: str):
     """The part of a combined split manifest that belongs to ``source`` (ids without the prefix)."""
     if manifest is None:
         return None
-    from .data import load_split_manifest
-
     payload = manifest if isinstance(manifest, Mapping) else load_split_manifest(manifest)
     prefix = f"{source}:"
     return {**payload, "splits": {split: [i[len(prefix):] for i in ids if i.startswith(prefix)]

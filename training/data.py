@@ -75,7 +75,7 @@ __all__ = [
     "CHEXPERT_COMPETITION_LABELS", "UNCERTAINTY_POLICIES", "DATASET_NAMES",
     "DatasetFormatError", "CorruptImageError",
     "load_busi", "busi_kfold", "load_siim_acr", "load_chestxray14", "load_chexpert",
-    "load_dataset_by_name", "rle_decode", "rle_encode",
+    "rle_decode", "rle_encode",
     "write_split_manifest", "load_split_manifest", "stratified_split", "group_split",
     "stratified_kfold",
 ]
@@ -1132,51 +1132,3 @@ def load_chexpert(root, uncertainty: str | Mapping[str, str] = "mixed", frontal_
             "validation": "patient-disjoint from train.csv", "test": "valid.csv"}
     return _build(rows, features, assignment, info,
                   "CheXpert; labels order: " + ", ".join(labels))
-
-
-# ============================================================================ dispatcher
-
-
-def load_dataset_by_name(name: str, root=None, **kw) -> DatasetDict:
-    """Load a dataset by its short name (used by the training scripts).
-
-    ``busi``, ``siim_acr``, ``chestxray14``, ``chexpert`` need ``root`` (the folder as
-    published); ``chestxray14+chexpert`` (ETMAE's pre-training set, images only, a ``source``
-    column) needs ``root={"chestxray14": DIR1, "chexpert": DIR2}`` (:mod:`medmae.training.combined`);
-    ``imagefolder`` is a folder of your own images (:mod:`medmae.training.own_data`);
-    ``synthetic_ultrasound`` and ``synthetic_cxr`` are generated
-    (:mod:`medmae.training.synthetic`; ``root`` must be None). ``kw`` goes to the loader.
-    Raises ValueError for an unknown name and FileNotFoundError for a missing folder.
-    """
-    key = str(name).strip().lower().replace("-", "_")
-    real = {"busi": load_busi, "siim_acr": load_siim_acr, "chestxray14": load_chestxray14,
-            "chexpert": load_chexpert}
-    if key in COMBINED_DATASETS:
-        from .combined import load_combined
-
-        return load_combined(key, root, {source: real[source] for source in COMBINED_DATASETS[key]}, **kw)
-    if key in real:
-        if root is None:
-            raise ValueError(f"dataset {name!r} needs root= (the dataset folder as published)")
-        if not Path(root).expanduser().is_dir():
-            raise FileNotFoundError(f"dataset {name!r}: folder not found: {root}")
-        return real[key](root, **kw)
-    if key in ("imagefolder", "csv", "segfolder") or key.startswith("hf:"):  # your own data (training/own_data.py)
-        from . import own_data
-
-        if key.startswith("hf:"):
-            return own_data.load_hf(str(name).strip()[3:], **kw)
-        if root is None:
-            raise ValueError(f"dataset {key!r} needs root= (your folder of images)")
-        load = {"imagefolder": own_data.load_imagefolder, "csv": own_data.load_csv,
-                "segfolder": own_data.load_segfolder}[key]
-        return load(root, **kw)
-    if key in ("synthetic_ultrasound", "synthetic_cxr"):
-        if root is not None:
-            raise ValueError(f"dataset {name!r} is generated; it takes no root folder")
-        from . import synthetic
-
-        make = synthetic.make_synthetic_ultrasound if key == "synthetic_ultrasound" \
-            else synthetic.make_synthetic_cxr
-        return make(**kw)
-    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASET_NAMES)}")

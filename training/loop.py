@@ -49,6 +49,7 @@ from .checkpointing import TrainState, checkpoint_dirs, load_checkpoint, resolve
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .output_folder import OutputFolder, disk_full_errors, launcher_rank
 from .prepare import prepared_splits
+from .registry import load_dataset_by_name
 
 TINY_MODEL_PARAMETERS = 5_000_000
 
@@ -149,12 +150,10 @@ def make_accelerator(run_args, opt_args, mixed_precision: str, find_unused_param
 # Data
 # ----------------------------------------------------------------------------------------------------
 def load_splits(data_args, input_size: Optional[int] = None, **extra):
-    """``training.data.load_dataset_by_name`` with ``--dataset_kwargs`` and the split seed, or with
+    """``training.registry.load_dataset_by_name`` with ``--dataset_kwargs`` and the split seed, or with
     ``--dataset_path`` the prepared folder (``training/prepare.py``; checked against the dataset, the loader arguments
     and ``input_size``, the run's image size); truncation by ``max_train_samples`` / ``max_eval_samples``. Errors
     (unknown name, missing folder, a prepared folder that does not fit) name the problem."""
-    from .data import load_dataset_by_name
-
     kwargs = {**json_dict(data_args.dataset_kwargs, "dataset_kwargs"), **own_data_arguments(data_args), **extra}
     kwargs.setdefault("seed", data_args.split_seed)
     if data_args.manifest:

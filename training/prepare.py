@@ -71,7 +71,7 @@ import datasets
 from datasets import DatasetDict, concatenate_datasets
 
 from .. import __version__
-from . import data, own_data
+from . import data, own_data, registry
 from .args import json_dict, parse_args
 from .combined import parse_roots
 from .transforms import EVAL_CROP_PCT
@@ -124,7 +124,7 @@ class PrepareArguments:
 # Small pieces
 # ----------------------------------------------------------------------------------------------------
 def dataset_key(name: Optional[str]) -> str:
-    """The normalised dataset name, as :func:`medmae.training.data.load_dataset_by_name` reads it."""
+    """The normalised dataset name, as :func:`medmae.training.registry.load_dataset_by_name` reads it."""
     return str(name or "").strip().lower().replace("-", "_")
 
 
@@ -440,7 +440,7 @@ def prepare_dataset(dataset: str, data_root, image_size: int, output_dir, *, loa
     kwargs = dict(loader_kwargs or {})
     manifest = kwargs.get("manifest")
     started = time.perf_counter()
-    index = data.load_dataset_by_name(dataset, data_root, **_with_check(key, kwargs))
+    index = registry.load_dataset_by_name(dataset, data_root, **_with_check(key, kwargs))
     index_seconds = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")

@@ -270,7 +270,7 @@ class Prober:
 
     def _splits(self):
         if self.splits is None:
-            from .data import load_dataset_by_name
+            from .registry import load_dataset_by_name
 
             kwargs = {"num_images": self.budget["num_images"], "image_size": self.budget["image_size"]} \
                 if self.budget["dataset"] == "synthetic_cxr" else {}

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from medmae.training import data
+from medmae.training import data, registry
 from .fixtures import build_busi, corrupt_file
 
 
@@ -114,11 +114,11 @@ def test_small_and_missing_folder(tmp_path):
 
 def test_dispatcher(busi, tmp_path):
     root, _ = busi
-    assert len(data.load_dataset_by_name("busi", root)["train"]) > 0
+    assert len(registry.load_dataset_by_name("busi", root)["train"]) > 0
     with pytest.raises(ValueError, match="unknown dataset"):
-        data.load_dataset_by_name("imagenet", root)
+        registry.load_dataset_by_name("imagenet", root)
     with pytest.raises(FileNotFoundError, match="missing"):
-        data.load_dataset_by_name("chexpert", tmp_path / "missing")
+        registry.load_dataset_by_name("chexpert", tmp_path / "missing")
 
 
 @pytest.mark.parametrize("folder_name, kept, copied_from, twin_name", [

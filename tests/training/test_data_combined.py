@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from medmae.training import data
+from medmae.training import data, registry
 from medmae.training.args import parse_args
 
 from .fixtures import build_chexpert, build_nih
@@ -21,7 +21,7 @@ def roots(tmp_path):
 
 def test_combined_set_keeps_each_sources_split_and_says_where_rows_come_from(roots, tmp_path):
     folders, nih_truth, chexpert_truth = roots
-    combined = data.load_dataset_by_name("chestxray14+chexpert", root=folders, seed=0)
+    combined = registry.load_dataset_by_name("chestxray14+chexpert", root=folders, seed=0)
     nih = data.load_chestxray14(folders["chestxray14"], seed=0)
     chexpert = data.load_chexpert(folders["chexpert"], seed=0)
     assert set(combined) == {"train", "validation", "test"}
@@ -43,7 +43,7 @@ def test_combined_set_keeps_each_sources_split_and_says_where_rows_come_from(roo
     path = data.write_split_manifest(combined, tmp_path / "manifest.json")
     info = json.loads(path.read_text())["info"]
     assert info["dataset"] == "chestxray14+chexpert" and set(info["sources"]) == {"chestxray14", "chexpert"}
-    rebuilt = data.load_dataset_by_name("chestxray14+chexpert", root=folders, manifest=path, seed=123)
+    rebuilt = registry.load_dataset_by_name("chestxray14+chexpert", root=folders, manifest=path, seed=123)
     assert {s: rebuilt[s]["image_id"] for s in rebuilt} == {s: combined[s]["image_id"] for s in combined}
 
 
@@ -53,7 +53,7 @@ def test_one_data_root_per_source_on_the_command_line(roots):
                                             "--data_root", f"chestxray14={folders['chestxray14']}",
                                             "--data_root", f"chexpert={folders['chexpert']}"])
     assert json.loads(args.data_root) == {k: str(v) for k, v in folders.items()}
-    loaded = data.load_dataset_by_name(args.dataset, args.data_root)
+    loaded = registry.load_dataset_by_name(args.dataset, args.data_root)
     assert set(loaded["train"]["source"]) == {"chestxray14", "chexpert"}
     with pytest.raises(ValueError, match="each must be SOURCE=DIR"):
         parse_args("pretrain", ["--data_root", "a", "--data_root", "b"])
@@ -62,10 +62,10 @@ def test_one_data_root_per_source_on_the_command_line(roots):
 def test_missing_or_wrong_roots_are_named(roots, tmp_path):
     folders, _, _ = roots
     with pytest.raises(ValueError, match=r"no folder for source\(s\) \['chexpert'\]"):
-        data.load_dataset_by_name("chestxray14+chexpert", root={"chestxray14": folders["chestxray14"]})
+        registry.load_dataset_by_name("chestxray14+chexpert", root={"chestxray14": folders["chestxray14"]})
     with pytest.raises(FileNotFoundError, match="the chexpert folder .*nowhere does not exist"):
-        data.load_dataset_by_name("chestxray14+chexpert", root={**folders, "chexpert": tmp_path / "nowhere"})
+        registry.load_dataset_by_name("chestxray14+chexpert", root={**folders, "chexpert": tmp_path / "nowhere"})
     with pytest.raises(ValueError, match="unknown source"):
-        data.load_dataset_by_name("chestxray14+chexpert", root={**folders, "mimic": tmp_path})
+        registry.load_dataset_by_name("chestxray14+chexpert", root={**folders, "mimic": tmp_path})
     with pytest.raises(ValueError, match="one folder per source"):
-        data.load_dataset_by_name("chestxray14+chexpert", root=str(folders["chestxray14"]))
+        registry.load_dataset_by_name("chestxray14+chexpert", root=str(folders["chestxray14"]))

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from medmae.training import cli, finetune, pretrain
-from medmae.training.data import DatasetFormatError, load_dataset_by_name
+from medmae.training.data import DatasetFormatError
+from medmae.training.registry import load_dataset_by_name
 
 from .fixtures import _write_dicom, corrupt_file
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import datasets
-from medmae.training import cli, data, evaluate, finetune, pretrain
+from medmae.training import cli, data, evaluate, finetune, pretrain, registry
 from medmae.training.prepare import (
     FINGERPRINT_FILE,
     PreparedDatasetError,
@@ -100,7 +100,7 @@ def test_combined_pretraining_set(tmp_path):
     build_nih(tmp_path / "nih")
     build_chexpert(tmp_path / "chexpert")
     roots = {"chestxray14": str(tmp_path / "nih"), "chexpert": str(tmp_path / "chexpert")}
-    raw = data.load_dataset_by_name("chestxray14+chexpert", roots)
+    raw = registry.load_dataset_by_name("chestxray14+chexpert", roots)
     prep = prepare_dataset("chestxray14+chexpert", json.dumps(roots), 16, tmp_path / "both")
     prepared = load_prepared(prep, dataset="chestxray14+chexpert", source_root=roots)
     _assert_same_rows(raw, prepared, 16, ["image_id", "source", "patient_id"])

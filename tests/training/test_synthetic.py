@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medmae.training import data, synthetic
+from medmae.training import data, registry, synthetic
 
 
 def test_ultrasound_columns_and_determinism():
@@ -85,10 +85,10 @@ def test_speed():
 
 
 def test_dispatcher_and_cli(tmp_path):
-    dd = data.load_dataset_by_name("synthetic_cxr", num_images=8, image_size=32)
+    dd = registry.load_dataset_by_name("synthetic_cxr", num_images=8, image_size=32)
     assert len(dd["train"]) >= 6
     with pytest.raises(ValueError, match="takes no root"):
-        data.load_dataset_by_name("synthetic_ultrasound", tmp_path)
+        registry.load_dataset_by_name("synthetic_ultrasound", tmp_path)
     out = tmp_path / "grid.png"
     assert synthetic.main(["--kind", "cxr", "--out", str(out), "--num-images", "4",
                            "--image-size", "32"]) == 0
