@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -42,3 +43,10 @@ def run_without_medmae(code: str, cwd: Path, timeout: int = 300) -> str:
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result.stdout
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous in the 2-process tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -4,12 +4,15 @@ per process, and writes the metrics (main process) to ``argv[1]``."""
 
 import json
 import sys
+from pathlib import Path
 
-import torch
-from accelerate import Accelerator
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (testing_utils), as pytest's rootdir gives it
 
-from medmae.training import evaluate
-from test_segmentation_eval import MapModel, map_items, random_label_maps
+import torch  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
+
+from medmae.training import evaluate  # noqa: E402
+from test_segmentation_eval import MapModel, map_items, random_label_maps  # noqa: E402
 
 
 def main(out_path: str) -> None:

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from medmae.training import finetune, pretrain
+from testing_utils import free_port
 
 # 64 training images, batch 8 -> 8 steps per epoch, 3 epochs = 24 steps; checkpoints every 5 steps (mid-epoch).
 # Random resized crops, flips and MAE masking all draw from the RNG streams a checkpoint must restore.
@@ -24,12 +24,6 @@ ARGS = ["--preset", "demo_etmae_teacher", "--dataset", "synthetic_cxr", "--datas
 
 def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
@@ -64,7 +58,7 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
 def test_two_process_cpu_run_with_torchrun(tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "medmae.training.finetune", "--preset", "demo_etmae", "--dataset",
+               str(free_port()), "-m", "medmae.training.finetune", "--preset", "demo_etmae", "--dataset",
                "synthetic_cxr", "--dataset_kwargs", '{"num_images": 90, "image_size": 32}', "--num_epochs", "1",
                "--batch_size", "4", "--report_to", "none", "--figures", "False", "--progress_bar", "False",
                "--from_scratch", "--output_dir", str(out)]
@@ -84,7 +78,7 @@ def test_two_process_sdda_pretraining_needs_no_unused_parameter_search(tmp_path)
     """The frozen teacher head is not a trainable parameter, so DDP runs without find_unused_parameters."""
     out = tmp_path / "ddp_sdda"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "medmae.training.pretrain", "--preset", "demo", "--dataset",
+               str(free_port()), "-m", "medmae.training.pretrain", "--preset", "demo", "--dataset",
                "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 48, "image_size": 32}', "--image_size",
                "32", "--max_steps", "4", "--batch_size", "4", "--report_to", "none", "--figures", "False",
                "--progress_bar", "False", "--logging_steps", "1", "--output_dir", str(out)]
@@ -120,7 +114,7 @@ def test_teacher_standardisation_uses_the_global_batch_under_ddp():
     single = BatchStandardize(5).train()
     expected = single(x)
     ctx = mp.get_context("spawn")
-    queue, port = ctx.Queue(), _free_port()
+    queue, port = ctx.Queue(), free_port()
     processes = [ctx.Process(target=_standardize_worker, args=(r, 2, port, x, queue)) for r in range(2)]
     for p in processes:
         p.start()
@@ -142,7 +136,7 @@ def test_two_process_sdda_joint_fine_tuning_runs_past_step_2(tmp_path):
     pretrain.main(["--preset", "demo", *data, "--max_steps", "2", "--output_dir", str(tmp_path / "pre")])
     out = tmp_path / "ft"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "medmae.training.finetune", "--preset", "demo", *data, "--max_steps", "4",
+               str(free_port()), "-m", "medmae.training.finetune", "--preset", "demo", *data, "--max_steps", "4",
                "--init_from", str(tmp_path / "pre"), "--output_dir", str(out)]
     result = subprocess.run(command, env={**_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True,
                             timeout=280)
@@ -190,7 +184,7 @@ def test_resume_with_changed_hyperparameters_is_refused_naming_them(tmp_path):
 
 def _torchrun(module: str, args: list, timeout: int = 280) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", module, *args]
+               str(free_port()), "-m", module, *args]
     result = subprocess.run(command, env={**_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -5,7 +5,6 @@ processes, and through ``transformers.Trainer``'s whole-split and ``batch_eval_m
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from scipy import ndimage
 
 from medmae.training import evaluate, metrics
 from medmae.training.trainer_utils import segcls_compute_metrics, segcls_preprocess_logits_for_metrics
+from testing_utils import free_port
 
 WORKER = Path(__file__).with_name("seg_eval_worker.py")
 
@@ -283,17 +283,11 @@ def test_label_map_is_uint8_and_the_fp32_argmax():
     assert evaluate.label_map(torch.randn(1, 300, 2, 2)).dtype == torch.int32
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_processes_gather_only_per_case_values_and_match(tmp_path):
     """23 cases over 2 processes x batch 5 pad the last batch; gather_for_metrics drops the duplicates."""
     out = tmp_path / "metrics.json"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), str(WORKER), str(out)]
+               str(free_port()), str(WORKER), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
