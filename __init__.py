@@ -6,13 +6,28 @@ Auto classes, so ``AutoModel.from_pretrained(folder_or_repo)`` works for medmae 
 
 __version__ = "0.1.0"
 
-import transformers as _transformers
+import os as _os
+import sys as _sys
 
-from .configuration import *  # noqa: F401,F403
-from .configuration import __all__ as _configuration_all
-from .modeling import *  # noqa: F401,F403
-from .modeling import AUTO_REGISTRY, MedMAEImageProcessor
-from .modeling import __all__ as _modeling_all
+
+def _script_help_only(args) -> bool:
+    """``medmae pretrain|finetune|evaluate ... --help``: ``medmae.training.cli`` prints the script's arguments from
+    ``training/args.py`` alone, without the models (torch and transformers take seconds to import)."""
+    return list(args[:1]) in (["pretrain"], ["finetune"], ["evaluate"]) and ("-h" in args or "--help" in args)
+
+
+# The console script `medmae pretrain --help` answers in a fraction of a second: nothing below is needed for it.
+# Any other use of the package (including every other `medmae` command) imports and registers everything.
+_HELP_ONLY = _os.path.basename(_sys.argv[0]) == "medmae" and _script_help_only(_sys.argv[1:])
+
+if not _HELP_ONLY:
+    import transformers as _transformers
+
+    from .configuration import *  # noqa: F401,F403
+    from .configuration import __all__ as _configuration_all
+    from .modeling import *  # noqa: F401,F403
+    from .modeling import AUTO_REGISTRY, MedMAEImageProcessor
+    from .modeling import __all__ as _modeling_all
 
 
 def _register() -> None:
@@ -32,6 +47,6 @@ def _register() -> None:
     MedMAEImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
-_register()
-
-__all__ = ["__version__", *_configuration_all, *_modeling_all]
+if not _HELP_ONLY:
+    _register()
+    __all__ = ["__version__", *_configuration_all, *_modeling_all]

@@ -16,12 +16,13 @@ A checkpoint ``checkpoints/step_N`` holds exactly these files (nothing is ever u
 
 ``accelerator.save_state`` is not used: it stores the scheduler (``register_for_checkpointing``) and the RNG
 states as pickles that ``load_state`` reads with ``weights_only=False``, so a planted ``custom_checkpoint_0.pkl``
-would run code on ``--resume``. Here any other file in a checkpoint is refused before anything is read. The
-shuffling order needs no state: the seedable sampler's order is a function of (seed, epoch).
+would run code on ``--resume_from_checkpoint``. Here any other file in a checkpoint is refused before anything is
+read. The shuffling order needs no state: the seedable sampler's order is a function of (seed, epoch).
 
 On resume every argument that shapes the trajectory must equal the checkpoint's (:data:`RESUMABLE_CHANGES` lists
 the few that may change); otherwise the run is refused, naming each difference -- a changed ``--blr`` would
-otherwise keep the old optimizer state while ``run_info.json`` recorded the new value.
+otherwise keep the old optimizer state while ``run_info.json`` recorded the new value. A checkpoint written before
+the arguments took transformers' names (``lr``, ``num_epochs``, ...) is compared under the new names.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from .args import renamed_fields
 from .output_folder import DiskFullError, disk_full_errors
 
 STATE_FILE = "trainer_state.json"
@@ -46,7 +48,8 @@ FIXED_FILES = ("model.safetensors", "optimizer.pt", "scaler.pt", "scheduler.json
 PER_PROCESS = re.compile(r"rng_state_\d+\.(json|safetensors)")
 # Arguments that do not change what is computed: how it is shown, stored or parallelised on this machine.
 RESUMABLE_CHANGES = frozenset({
-    "resume", "output_dir", "preset", "config", "num_workers", "num_threads", "progress_bar", "report_to",
+    "resume_from_checkpoint", "output_dir", "preset", "config", "dataloader_num_workers", "num_threads", "progress_bar",
+    "report_to",
     "figures", "save_steps", "save_total_limit", "eval_test", "debug_step_delay", "overwrite"})
 
 
@@ -93,7 +96,8 @@ def resolve_resume(resume: str, output_dir) -> Path:
     if resume == "latest":
         found = checkpoint_dirs(output_dir)
         if not found:
-            raise FileNotFoundError(f"--resume latest: no complete checkpoint under {Path(output_dir) / 'checkpoints'}")
+            raise FileNotFoundError(f"--resume_from_checkpoint latest: no complete checkpoint under "
+                                    f"{Path(output_dir) / 'checkpoints'}")
         return found[-1]
     path = Path(resume)
     if (path / STATE_FILE).is_file():
@@ -101,7 +105,7 @@ def resolve_resume(resume: str, output_dir) -> Path:
     found = checkpoint_dirs(path)
     if found:
         return found[-1]
-    raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint ({STATE_FILE} missing)")
+    raise FileNotFoundError(f"--resume_from_checkpoint {resume}: not a complete checkpoint ({STATE_FILE} missing)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -186,13 +190,15 @@ def check_resume_arguments(saved: dict, current: dict, path: Path) -> None:
     if not saved:
         raise CheckpointError(f"{path}: the checkpoint records no arguments (written by medmae < 0.2); "
                               "it cannot be checked against this run, so it is not resumed")
+    renamed = renamed_fields()
+    saved = {renamed.get(key, key): value for key, value in saved.items()}  # written under the old names
     changed = [f"--{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}"
                for key in sorted(set(saved) | set(current))
                if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)]
     if changed:
         raise CheckpointError(
-            f"--resume {path}: these arguments differ from the run being resumed, and the optimizer state, schedule "
-            "and data order were built with the old values: " + "; ".join(changed)
+            f"--resume_from_checkpoint {path}: these arguments differ from the run being resumed, and the optimizer "
+            "state, schedule and data order were built with the old values: " + "; ".join(changed)
             + ". Resume with the same arguments, or start a new run (another --output_dir, --init_from the weights).")
 
 

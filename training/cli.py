@@ -24,6 +24,9 @@ import importlib
 import sys
 from typing import Callable, Optional, Sequence
 
+from .. import _script_help_only
+from .args import build_parser
+
 COMMANDS = {
     "pretrain": ("medmae.training.pretrain", "main", "pre-training: SDDA-MAE, ETMAE teacher MAE, ETMAE distillation"),
     "finetune": ("medmae.training.finetune", "main", "fine-tuning: SDDA-MAE seg+cls, ETMAE multi-label"),
@@ -111,6 +114,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if command not in COMMANDS:
         print(f"medmae: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if _script_help_only(argv):  # before the script's module (torch, transformers) is imported: help in < 1 s
+        build_parser(command).print_help()
+        return 0
     from .loop import NonFiniteLossError
     from .output_folder import DiskFullError
 

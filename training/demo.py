@@ -73,7 +73,7 @@ def stage_argv(name: str, args: DemoArguments, runs: Path, scale: str) -> list[s
     us = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", _json({"num_images": sdda["us_images"],
                                                                           "image_size": US_SIZE})]
     common = ["--seed", str(args.seed), "--mixed_precision", args.mixed_precision, "--logging_steps", "5",
-              "--num_workers", str(args.num_workers),
+              "--dataloader_num_workers", str(args.num_workers),
               "--progress_bar", str(args.progress_bar), "--save_total_limit", "1", "--overwrite"]
     if args.num_threads:
         common += ["--num_threads", str(args.num_threads)]
@@ -87,8 +87,8 @@ def stage_argv(name: str, args: DemoArguments, runs: Path, scale: str) -> list[s
         "etmae_student_mae": [*student, "--task", "pretraining"],
         "etmae_cls_distilled": [*etmae_cls, "--init_from", str(runs / "etmae_student_distilled")],
         "etmae_cls_mae": [*etmae_cls, "--init_from", str(runs / "etmae_student_mae")],
-        "sdda_pretrain": ["--preset", "demo", *us, "--num_epochs", str(sdda["sdda_pre_epochs"])],
-        "sdda_finetune": ["--preset", "demo", *us, "--num_epochs", str(sdda["sdda_ft_epochs"]), "--init_from",
+        "sdda_pretrain": ["--preset", "demo", *us, "--num_train_epochs", str(sdda["sdda_pre_epochs"])],
+        "sdda_finetune": ["--preset", "demo", *us, "--num_train_epochs", str(sdda["sdda_ft_epochs"]), "--init_from",
                           str(runs / "sdda_pretrain"), "--transfer", "encoder_decoder"],
     }
     return [*table[name], *common, "--output_dir", str(runs / name)]

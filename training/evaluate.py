@@ -374,7 +374,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     seg_classes = list(model.config.id2label.values()) if kind == "segcls" else []
     dataset = attach_transforms({args.split: splits[args.split]}, kind, processor, data_args,
                                 num_seg_classes=max(len(seg_classes), 2))[args.split]
-    dataloader = accelerator.prepare(make_dataloader(dataset, args.batch_size, False, 0, args.num_workers))
+    dataloader = accelerator.prepare(make_dataloader(dataset, args.per_device_eval_batch_size, False, 0,
+                                                     args.dataloader_num_workers))
     model = accelerator.prepare(model)
     preds = predict(model, dataloader, accelerator, kind, seg_classes)
     names = label_names_of(splits, data_args.dataset, preds["labels"].shape[1]) if kind == "multilabel" else []

@@ -57,7 +57,7 @@ class FinetuneTask(TrainingTask):
         self.task = resolve_task("finetune", m, single_label_data=_single_label(splits))
         self.kind = KINDS[self.task]
         self._check_columns(splits)
-        if self.metric_for_best is None and not self.run_args.metric_for_best:
+        if self.metric_for_best is None and not self.run_args.metric_for_best_model:
             self.metric_for_best = {"multilabel": "mauc", "singlelabel": "accuracy"}.get(self.kind, "dice")
         if self.kind == "multilabel":
             num_labels = len(splits["train"][0]["labels"])

@@ -13,8 +13,8 @@ figures); :func:`train` runs it:
 * checkpoints in ``checkpoints/step_N`` every ``save_steps`` optimizer steps (each epoch when 0) and at the
   end, in formats that cannot run code when loaded (:mod:`medmae.training.checkpointing`), each completed by a
   ``trainer_state.json`` written last (a checkpoint without it is incomplete and never resumed from);
-* ``--resume latest|PATH`` restores weights, optimiser, scheduler and every RNG after checking that the
-  checkpoint holds only medmae's files and that the run's arguments are the checkpoint's; the interrupted
+* ``--resume_from_checkpoint latest|PATH`` restores weights, optimiser, scheduler and every RNG after checking that
+  the checkpoint holds only medmae's files and that the run's arguments are the checkpoint's; the interrupted
   epoch continues with ``accelerator.skip_first_batches``. The DataLoader owns a ``torch.Generator``, so
   building a new iterator on resume draws nothing from the global RNG and the resumed run is bitwise
   identical to an uninterrupted one on CPU;
@@ -300,9 +300,10 @@ def worker_errors(loader, num_workers: int):
             if "DataLoader worker" not in str(error) or "Caught" in str(error):
                 raise
             raise RuntimeError(
-                f"a DataLoader worker process died ({error}). With --num_workers {num_workers}, this is usually memory: "
-                "the machine's RAM or its shared memory (/dev/shm; in Docker, --shm-size). Use fewer --num_workers "
-                "(0 loads in the training process and shows the failing item), then --resume latest") from error
+                f"a DataLoader worker process died ({error}). With --dataloader_num_workers {num_workers}, this is "
+                "usually memory: the machine's RAM or its shared memory (/dev/shm; in Docker, --shm-size). Use fewer "
+                "--dataloader_num_workers (0 loads in the training process and shows the failing item), then "
+                "--resume_from_checkpoint latest") from error
         yield batch
 
 
@@ -371,8 +372,9 @@ class TrainingTask:
         self.datasets: dict = {}
         self.split_info: dict = {}
         self.label_names: list = []
-        if run_args.metric_for_best:
-            self.metric_for_best = None if run_args.metric_for_best == "none" else run_args.metric_for_best
+        if run_args.metric_for_best_model:
+            self.metric_for_best = None if run_args.metric_for_best_model == "none" else \
+                run_args.metric_for_best_model
         self.output_dir = Path(run_args.output_dir)
 
     # -- to implement --------------------------------------------------------------------------------
@@ -411,11 +413,11 @@ class TrainingTask:
 
     def effective_lr(self, num_processes: int) -> float:
         o = self.opt_args
-        if o.lr is not None:
-            return o.lr
+        if o.learning_rate is not None:
+            return o.learning_rate
         if o.blr is not None:
-            return scaled_lr(o.blr, o.batch_size * o.gradient_accumulation_steps * num_processes)
-        raise ValueError("give --lr (absolute) or --blr (scaled by effective batch / 256)")
+            return scaled_lr(o.blr, o.per_device_train_batch_size * o.gradient_accumulation_steps * num_processes)
+        raise ValueError("give --learning_rate (absolute) or --blr (scaled by effective batch / 256)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -482,7 +484,8 @@ def _write_json(path: Path, payload: dict) -> None:
 def train(task: TrainingTask) -> dict:
     """Run ``task`` end to end in its locked output folder; returns the run_info dict (``run_info.json``)."""
     ra = task.run_args
-    with OutputFolder(task.output_dir, resume=bool(ra.resume), overwrite=ra.overwrite, main=launcher_rank() == 0):
+    with OutputFolder(task.output_dir, resume=bool(ra.resume_from_checkpoint), overwrite=ra.overwrite,
+                      main=launcher_rank() == 0):
         return _train(task)
 
 
@@ -509,13 +512,15 @@ def _train(task: TrainingTask) -> dict:
         task.split_info = task.split_info or {}
 
     train_set = task.datasets["train"]
-    if len(train_set) < oa.batch_size * accelerator.num_processes:
+    if len(train_set) < oa.per_device_train_batch_size * accelerator.num_processes:
         raise ValueError(f"the training split has {len(train_set)} items, fewer than one global batch "
-                         f"({oa.batch_size} x {accelerator.num_processes} processes)")
+                         f"({oa.per_device_train_batch_size} x {accelerator.num_processes} processes)")
     train_items = EpochSeededDataset(train_set, ra.seed,
                                      python_and_numpy=getattr(task.data_args, "augmentation", None) == "medical_mae")
-    train_dl = make_dataloader(train_items, oa.batch_size, True, ra.seed, task.data_args.num_workers, drop_last=True)
-    eval_dls = {name: make_dataloader(task.datasets[name], oa.batch_size, False, ra.seed, task.data_args.num_workers)
+    train_dl = make_dataloader(train_items, oa.per_device_train_batch_size, True, ra.seed,
+                               task.data_args.dataloader_num_workers, drop_last=True)
+    eval_dls = {name: make_dataloader(task.datasets[name], oa.per_device_train_batch_size, False, ra.seed,
+                                      task.data_args.dataloader_num_workers)
                 for name in ("validation", "test") if name in task.datasets and len(task.datasets[name])}
     lr = task.effective_lr(accelerator.num_processes)
     optimizer = build_optimizer(model, oa.optimizer, lr, oa.weight_decay, (oa.adam_beta1, oa.adam_beta2),
@@ -524,29 +529,29 @@ def _train(task: TrainingTask) -> dict:
     eval_dls = {name: accelerator.prepare(dl) for name, dl in eval_dls.items()}
 
     steps_per_epoch = max(math.ceil(len(train_dl) / oa.gradient_accumulation_steps), 1)
-    total_steps = oa.max_steps or steps_per_epoch * oa.num_epochs
+    total_steps = oa.max_steps or steps_per_epoch * oa.num_train_epochs
     if total_steps <= 0:
-        raise ValueError(f"--num_epochs {oa.num_epochs} / --max_steps {oa.max_steps} give {total_steps} optimizer "
-                         "steps: nothing would be trained (an untrained model would be exported)")
+        raise ValueError(f"--num_train_epochs {oa.num_train_epochs} / --max_steps {oa.max_steps} give {total_steps} "
+                         "optimizer steps: nothing would be trained (an untrained model would be exported)")
     num_epochs = math.ceil(total_steps / steps_per_epoch)
-    warmup = round(oa.warmup_ratio * total_steps) if oa.warmup_ratio is not None \
-        else round(oa.warmup_epochs * steps_per_epoch)
-    scheduler = build_scheduler(optimizer, total_steps, warmup, oa.scheduler, oa.min_lr, oa.poly_power)
+    warmup = oa.warmup_steps if oa.warmup_steps is not None else round(oa.warmup_ratio * total_steps) \
+        if oa.warmup_ratio is not None else round(oa.warmup_epochs * steps_per_epoch)
+    scheduler = build_scheduler(optimizer, total_steps, warmup, oa.lr_scheduler_type, oa.min_lr, oa.poly_power)
 
     hyperparameters = args_to_dict(task.model_args, task.data_args, oa, ra)
     state = TrainState(arguments=hyperparameters)
     resumed_from = None
-    if ra.resume:
-        resumed_from = resolve_resume(ra.resume, out)
+    if ra.resume_from_checkpoint:
+        resumed_from = resolve_resume(ra.resume_from_checkpoint, out)
         state = load_checkpoint(accelerator, model, optimizer, scheduler, resumed_from, hyperparameters)
         accelerator.print(f"resumed from {resumed_from} (step {state.global_step}, epoch {state.epoch}, "
                           f"batch {state.batches_in_epoch})")
     if accelerator.log_with:  # the trackers make_accelerator resolved from --report_to
         accelerator.init_trackers(task.task, config=_tb_config({**hyperparameters, "lr_effective": lr}))
 
-    batch_line, batch_warning = effective_batch_report(task.script, ra.preset, oa.batch_size,
+    batch_line, batch_warning = effective_batch_report(task.script, ra.preset, oa.per_device_train_batch_size,
                                                        oa.gradient_accumulation_steps, accelerator.num_processes, lr,
-                                                       scaled=oa.lr is None)
+                                                       scaled=oa.learning_rate is None)
     accelerator.print(batch_line)
     if batch_warning and main:
         warnings.warn(batch_warning, stacklevel=2)
@@ -573,7 +578,7 @@ def _train(task: TrainingTask) -> dict:
                         step=state.global_step)
         if metric_name is not None:
             if metric_name not in metrics:
-                raise ValueError(f"metric_for_best {metric_name!r} is not among the validation metrics "
+                raise ValueError(f"metric_for_best_model {metric_name!r} is not among the validation metrics "
                                  f"{sorted(metrics)}")
             if _is_better(metrics[metric_name], state.best_metric, task.greater_is_better):
                 state.best_metric, state.best_step = float(metrics[metric_name]), state.global_step
@@ -601,7 +606,7 @@ def _train(task: TrainingTask) -> dict:
             train_items.set_epoch(epoch)
             skip = state.batches_in_epoch
             loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
-            for batch in worker_errors(loader, task.data_args.num_workers):
+            for batch in worker_errors(loader, task.data_args.dataloader_num_workers):
                 task.global_step, task.warmup_steps = state.global_step, warmup
                 task.diagnostics_due = (state.global_step + 1) % max(ra.logging_steps, 1) == 0 \
                     or state.global_step + 1 == total_steps

@@ -4,9 +4,9 @@
 * ``.medmae.lock`` (JSON: pid, host, start time) is created exclusively when a run starts and removed when it
   ends; a second run on the same folder is refused, naming the holder. A lock whose process is gone (same host,
   pid not alive) is stale: it is replaced, with a message.
-* A folder that already holds files is refused unless the run resumes it (``--resume``) or ``--overwrite`` is
-  given, as ``medmae export`` does; ``--overwrite`` removes what a previous run wrote (checkpoints, best/,
-  final/, figures, logs, records) and leaves other files alone.
+* A folder that already holds files is refused unless the run resumes it (``--resume_from_checkpoint``) or
+  ``--overwrite`` is given, as ``medmae export`` does; ``--overwrite`` removes what a previous run wrote
+  (checkpoints, best/, final/, figures, logs, records) and leaves other files alone.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def disk_full_errors(path, what: str):
         free = shutil.disk_usage(probe).free
         raise DiskFullError(errno.ENOSPC, f"writing {what} to {path} failed: the disk is full ({free / 2**20:.0f} MiB "
                                           "free there). Free space, lower --save_total_limit, or use another "
-                                          "--output_dir; --resume latest then continues from the last complete "
-                                          f"checkpoint ({type(error).__name__}: {error})") from error
+                                          "--output_dir; --resume_from_checkpoint latest then continues from the last "
+                                          f"complete checkpoint ({type(error).__name__}: {error})") from error
 
 
 def _alive(pid: int) -> bool:
@@ -110,8 +110,8 @@ def check_contents(folder: Path, resume: bool, overwrite: bool) -> None:
     if not overwrite:
         shown = ", ".join(present[:6]) + (", ..." if len(present) > 6 else "")
         raise OutputFolderError(
-            f"--output_dir {folder} is not empty ({shown}): pass --resume latest to continue the run it holds, "
-            "--overwrite to replace that run's outputs, or another --output_dir")
+            f"--output_dir {folder} is not empty ({shown}): pass --resume_from_checkpoint latest to continue the "
+            "run it holds, --overwrite to replace that run's outputs, or another --output_dir")
     for name in RUN_OUTPUTS:
         target = folder / name
         if target.is_dir():

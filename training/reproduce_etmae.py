@@ -140,7 +140,8 @@ def _data_argv(args: Arguments, budget: dict, pretraining: bool) -> list[str]:
 
 def _common(args: Arguments, seed: int) -> list[str]:
     argv = ["--seed", str(seed), "--progress_bar", str(args.progress_bar), "--figures", "False",
-            "--save_total_limit", "1", "--logging_steps", "10", "--num_workers", str(args.num_workers)]
+            "--save_total_limit", "1", "--logging_steps", "10", "--dataloader_num_workers",
+            str(args.num_workers)]
     return argv + (["--num_threads", str(args.num_threads)] if args.num_threads else [])
 
 
@@ -163,16 +164,16 @@ def pretrain_recipe(budget: dict, epochs_key: str, teacher: Optional[str] = None
         if teacher is not None:
             return ["--preset", "chestxray14_teacher", "--model_preset", PAPER_TEACHERS[teacher]]
         return ["--preset", "chestxray14"]
-    return ["--preset", "demo_etmae_teacher", "--lr", "1.5e-3", "--warmup_ratio", "0.05", "--num_epochs",
-            str(budget[epochs_key]), "--batch_size", str(budget["batch_size"])]
+    return ["--preset", "demo_etmae_teacher", "--learning_rate", "1.5e-3", "--warmup_ratio", "0.05",
+            "--num_train_epochs", str(budget[epochs_key]), "--per_device_train_batch_size", str(budget["batch_size"])]
 
 
 def finetune_recipe(budget: dict) -> list[str]:
     """The multi-label fine-tuning recipe of a budget (layer-wise lr decay)."""
     if budget["name"] == "paper":
         return ["--preset", budget["dataset"]]
-    return ["--preset", "demo_etmae", "--num_epochs", str(budget["finetune_epochs"]), "--lr", "3e-3",
-            "--layer_decay", "0.75", "--batch_size", "16"]
+    return ["--preset", "demo_etmae", "--num_train_epochs", str(budget["finetune_epochs"]), "--learning_rate", "3e-3",
+            "--layer_decay", "0.75", "--per_device_train_batch_size", "16"]
 
 
 def plan_etmae(args: Arguments, budget: dict, runs_dir: Path, probe) -> list[Run]:

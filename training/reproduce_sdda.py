@@ -118,7 +118,7 @@ def _common_argv(args: Arguments, budget: dict, seed: int) -> list[str]:
     argv = ["--dataset", dataset, "--seed", str(seed), "--image_size", str(budget["image_size"]),
             "--model_preset", budget["model_preset"], "--progress_bar", str(args.progress_bar),
             "--figures", str(budget["figures"]), "--save_total_limit", "1", "--logging_steps", "5",
-            "--num_workers", str(args.num_workers)]
+            "--dataloader_num_workers", str(args.num_workers)]
     if args.data_root:
         argv += ["--data_root", args.data_root]
     if dataset.startswith("synthetic"):
@@ -138,7 +138,8 @@ def _recipe(script: str, budget: dict) -> list[str]:
     if budget["name"] == "paper":
         return ["--preset", SDDA_DATASETS[budget["dataset"]]]
     epochs = budget["pretrain_epochs" if script == "pretrain" else "finetune_epochs"]
-    return ["--preset", "demo", "--num_epochs", str(epochs), "--batch_size", str(budget["batch_size"])]
+    return ["--preset", "demo", "--num_train_epochs", str(epochs), "--per_device_train_batch_size",
+            str(budget["batch_size"])]
 
 
 def _ratio_tag(ratio: float) -> str:

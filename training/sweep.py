@@ -88,7 +88,7 @@ def run_one(run: Run) -> dict:
         info = run.call()
         write_atomic(info_path, json.dumps(info, indent=2))
         return info
-    argv = list(run.argv) + (["--resume", "latest"] if checkpoint_dirs(run.folder) else ["--overwrite"])
+    argv = list(run.argv) + (["--resume_from_checkpoint", "latest"] if checkpoint_dirs(run.folder) else ["--overwrite"])
     return {"pretrain": pretrain.main, "finetune": finetune.main}[run.script](argv)
 
 

@@ -65,7 +65,7 @@ def test_demo_is_seed_0_of_the_reproduce_etmae_default_budget(tmp_path):
     teacher = stage_argv("etmae_teacher", DemoArguments(), runs, "full")
     overrides = json.loads(teacher[teacher.index("--config_overrides") + 1])
     assert overrides == {**SYNTHETIC_TEACHERS["S"], "image_size": ETMAE_BUDGETS["default"]["image_size"]}
-    assert teacher[teacher.index("--num_epochs") + 1] == str(ETMAE_BUDGETS["default"]["teacher_epochs"])
+    assert teacher[teacher.index("--num_train_epochs") + 1] == str(ETMAE_BUDGETS["default"]["teacher_epochs"])
     plain = stage_argv("etmae_student_mae", DemoArguments(), runs, "full")
     assert plain[plain.index("--task") + 1] == "pretraining"
 

@@ -12,7 +12,8 @@ from medmae.training import finetune, pretrain
 from medmae.training.output_folder import LOCK_FILE, OutputFolder, OutputFolderError
 
 RUN = ["--preset", "demo_etmae_teacher", "--dataset", "synthetic_cxr", "--dataset_kwargs",
-       '{"num_images": 48, "image_size": 32}', "--batch_size", "8", "--max_steps", "2", "--report_to", "none",
+       '{"num_images": 48, "image_size": 32}', "--per_device_train_batch_size", "8", "--max_steps", "2",
+       "--report_to", "none",
        "--figures", "False", "--progress_bar", "False"]
 
 
@@ -38,7 +39,7 @@ def test_a_stale_lock_of_a_dead_process_is_replaced(tmp_path, capsys):
 def test_a_folder_of_another_run_needs_resume_or_overwrite(tmp_path):
     folder = tmp_path / "run"
     pretrain.main([*RUN, "--output_dir", str(folder)])
-    with pytest.raises(OutputFolderError, match="is not empty .*--resume latest.*--overwrite"):
+    with pytest.raises(OutputFolderError, match="is not empty .*--resume_from_checkpoint latest.*--overwrite"):
         pretrain.main([*RUN, "--output_dir", str(folder), "--seed", "1"])
     (folder / "notes.txt").write_text("mine")
     info = pretrain.main([*RUN, "--output_dir", str(folder), "--seed", "1", "--overwrite"])
@@ -49,7 +50,7 @@ def test_a_folder_of_another_run_needs_resume_or_overwrite(tmp_path):
 def test_zero_steps_are_refused_instead_of_exporting_an_untrained_model(tmp_path):
     with pytest.raises(ValueError, match="0 optimizer steps: nothing would be trained"):
         without_max_steps = [a for i, a in enumerate(RUN) if "--max_steps" not in RUN[max(i - 1, 0):i + 1]]
-        pretrain.main([*without_max_steps, "--num_epochs", "0", "--output_dir", str(tmp_path / "run")])
+        pretrain.main([*without_max_steps, "--num_train_epochs", "0", "--output_dir", str(tmp_path / "run")])
     assert not (tmp_path / "run" / "final").exists()
 
 
@@ -75,7 +76,7 @@ def test_a_full_disk_names_the_file_and_the_remedy_and_leaves_no_partial_checkpo
     monkeypatch.setattr(torch, "save", full)
     out = tmp_path / "run"
     with pytest.raises(DiskFullError, match=r"writing a checkpoint to .*step_2 failed: the disk is full .*MiB free.*"
-                                            r"--save_total_limit.*--resume latest"):
+                                            r"--save_total_limit.*--resume_from_checkpoint latest"):
         pretrain.main([*RUN, "--output_dir", str(out)])
     assert not (out / "checkpoints" / "step_2").exists() and not (out / LOCK_FILE).exists()
 
@@ -90,7 +91,8 @@ def test_a_dead_dataloader_worker_says_why_and_what_to_do():
 
     batches = worker_errors(Dying(), num_workers=8)
     assert next(batches) == 1
-    with pytest.raises(RuntimeError, match=r"worker process died .*--num_workers 8.*shared memory.*--resume latest"):
+    with pytest.raises(RuntimeError, match=r"worker process died .*--dataloader_num_workers 8.*shared memory.*"
+                                          r"--resume_from_checkpoint latest"):
         next(batches)
 
 

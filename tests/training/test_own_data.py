@@ -84,7 +84,8 @@ def test_bad_folders_are_named(tmp_path):
         load_dataset_by_name("imagefolder", tmp_path / "missing")
 
 
-FAST = ["--report_to", "none", "--figures", "False", "--progress_bar", "False", "--batch_size", "4", "--lr", "1e-3"]
+FAST = ["--report_to", "none", "--figures", "False", "--progress_bar", "False", "--per_device_train_batch_size", "4",
+        "--learning_rate", "1e-3"]
 
 
 def test_pretrain_on_a_folder_then_single_label_finetune_and_evaluate(tmp_path):
@@ -229,7 +230,7 @@ def test_sdda_joint_finetuning_on_your_own_masks(tmp_path):
     root = segfolder(tmp_path / "seg")
     data = ["--dataset", "segfolder", "--data_root", str(root), "--dataset_kwargs", "{}", "--image_size", "32",
             "--report_to", "none",
-            "--figures", "False", "--progress_bar", "False", "--batch_size", "4"]
+            "--figures", "False", "--progress_bar", "False", "--per_device_train_batch_size", "4"]
     pretrain.main(["--preset", "demo", *data, "--max_steps", "2", "--output_dir", str(tmp_path / "pre")])
     info = finetune.main(["--preset", "demo", *data, "--max_steps", "2", "--init_from", str(tmp_path / "pre"),
                           "--output_dir", str(tmp_path / "ft")])
@@ -240,9 +241,10 @@ def test_sdda_joint_finetuning_on_your_own_masks(tmp_path):
 def test_sdda_single_label_finetuning_on_a_class_folder(tmp_path):
     labelled = class_folder(tmp_path / "labelled", per_class=8)
     data = ["--dataset", "imagefolder", "--data_root", str(labelled), "--dataset_kwargs", "{}", "--image_size", "32",
-            "--report_to", "none", "--figures", "False", "--progress_bar", "False", "--batch_size", "4"]
+            "--report_to", "none", "--figures", "False", "--progress_bar", "False", "--per_device_train_batch_size",
+            "4"]
     pretrain.main(["--preset", "demo", *data, "--max_steps", "2", "--output_dir", str(tmp_path / "pre")])
-    info = finetune.main(["--preset", "demo", *data, "--task", "classification", "--metric_for_best", "accuracy",
+    info = finetune.main(["--preset", "demo", *data, "--task", "classification", "--metric_for_best_model", "accuracy",
                           "--max_steps", "2", "--init_from",
                           str(tmp_path / "pre"), "--output_dir", str(tmp_path / "ft")])
     assert info["task"] == "classification" and {"accuracy", "f1"} <= set(info["metrics"])
@@ -265,7 +267,8 @@ def test_several_segmentation_classes_named_in_classes_json(tmp_path):
     assert dd.medmae_split_info["segmentation_classes"] == ["background", "mass", "shadow"]
     assert set(np.unique(np.asarray(dd["train"][0]["mask"])).tolist()) == {0, 1, 2}  # class ids kept
     data = ["--dataset", "segfolder", "--data_root", str(root), "--dataset_kwargs", "{}", "--image_size", "32",
-            "--report_to", "none", "--figures", "False", "--progress_bar", "False", "--batch_size", "4"]
+            "--report_to", "none", "--figures", "False", "--progress_bar", "False", "--per_device_train_batch_size",
+            "4"]
     pretrain.main(["--preset", "demo", *data, "--max_steps", "2", "--output_dir", str(tmp_path / "pre")])
     info = finetune.main(["--preset", "demo", *data, "--max_steps", "2", "--init_from", str(tmp_path / "pre"),
                           "--output_dir", str(tmp_path / "ft")])

@@ -212,7 +212,7 @@ def test_finetune_and_evaluate_from_a_prepared_folder_and_built_inside_a_run(tmp
     build_busi(tmp_path / "busi")
     prep = tmp_path / "busi-32"
     common = ["--preset", "busi", "--dataset", "busi", "--model_preset", "tiny_test", "--image_size", "32",
-              "--batch_size", "2", "--num_epochs", "1", *FAST]
+              "--per_device_train_batch_size", "2", "--num_train_epochs", "1", *FAST]
     # inside a run: --data_root with a missing --dataset_path prepares it first (at the run's 32 px)
     pre = pretrain.main([*common, "--data_root", str(tmp_path / "busi"), "--dataset_path", str(prep),
                          "--max_steps", "1", "--output_dir", str(tmp_path / "pre")])

@@ -17,7 +17,8 @@ from testing_utils import free_port
 # 64 training images, batch 8 -> 8 steps per epoch, 3 epochs = 24 steps; checkpoints every 5 steps (mid-epoch).
 # Random resized crops, flips and MAE masking all draw from the RNG streams a checkpoint must restore.
 ARGS = ["--preset", "demo_etmae_teacher", "--dataset", "synthetic_cxr", "--dataset_kwargs",
-        '{"num_images": 80, "image_size": 32}', "--num_epochs", "3", "--batch_size", "8", "--save_steps", "5",
+        '{"num_images": 80, "image_size": 32}', "--num_train_epochs", "3", "--per_device_train_batch_size", "8",
+        "--save_steps", "5",
         "--crop_scale_min", "0.5", "--report_to", "none", "--figures", "False", "--progress_bar", "False",
         "--seed", "3", "--save_total_limit", "5"]
 
@@ -46,7 +47,7 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
     state = json.loads(marker.read_text())
     assert state["epoch"] == 1 and 0 < state["batches_in_epoch"] < 8  # mid-epoch
 
-    info = pretrain.main([*ARGS, "--output_dir", str(killed), "--resume", "latest"])
+    info = pretrain.main([*ARGS, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"])
     assert info["resumed_from"].startswith("step_")
     expected = load_file(str(reference / "final" / "model.safetensors"))
     resumed = load_file(str(killed / "final" / "model.safetensors"))
@@ -59,8 +60,9 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                str(free_port()), "-m", "medmae.training.finetune", "--preset", "demo_etmae", "--dataset",
-               "synthetic_cxr", "--dataset_kwargs", '{"num_images": 90, "image_size": 32}', "--num_epochs", "1",
-               "--batch_size", "4", "--report_to", "none", "--figures", "False", "--progress_bar", "False",
+               "synthetic_cxr", "--dataset_kwargs", '{"num_images": 90, "image_size": 32}', "--num_train_epochs", "1",
+               "--per_device_train_batch_size", "4", "--report_to", "none", "--figures", "False", "--progress_bar",
+               "False",
                "--from_scratch", "--output_dir", str(out)]
     result = subprocess.run(command, env={**_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True,
                             timeout=280)
@@ -80,7 +82,8 @@ def test_two_process_sdda_pretraining_needs_no_unused_parameter_search(tmp_path)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                str(free_port()), "-m", "medmae.training.pretrain", "--preset", "demo", "--dataset",
                "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 48, "image_size": 32}', "--image_size",
-               "32", "--max_steps", "4", "--batch_size", "4", "--report_to", "none", "--figures", "False",
+               "32", "--max_steps", "4", "--per_device_train_batch_size", "4", "--report_to", "none", "--figures",
+               "False",
                "--progress_bar", "False", "--logging_steps", "1", "--output_dir", str(out)]
     result = subprocess.run(command, env={**_env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True,
                             timeout=280)
@@ -131,7 +134,8 @@ def test_teacher_standardisation_uses_the_global_batch_under_ddp():
 def test_two_process_sdda_joint_fine_tuning_runs_past_step_2(tmp_path):
     """0.1 crashed at step 2 ("Parameter indices which did not receive grad"): the unused fine-tuning mask token."""
     data = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 48, "image_size": 32}',
-            "--image_size", "32", "--batch_size", "4", "--report_to", "none", "--figures", "False", "--progress_bar",
+            "--image_size", "32", "--per_device_train_batch_size", "4", "--report_to", "none", "--figures", "False",
+            "--progress_bar",
             "False"]
     pretrain.main(["--preset", "demo", *data, "--max_steps", "2", "--output_dir", str(tmp_path / "pre")])
     out = tmp_path / "ft"
@@ -145,7 +149,8 @@ def test_two_process_sdda_joint_fine_tuning_runs_past_step_2(tmp_path):
     assert info["num_processes"] == 2 and info["hyperparameters"]["total_steps"] == 4
 
 
-SHORT = [*ARGS[:ARGS.index("--num_epochs")], "--num_epochs", "1", *ARGS[ARGS.index("--num_epochs") + 2:]]
+SHORT = [*ARGS[:ARGS.index("--num_train_epochs")], "--num_train_epochs", "1",
+         *ARGS[ARGS.index("--num_train_epochs") + 2:]]
 
 
 def test_checkpoints_hold_no_pickle_and_a_planted_one_is_refused_before_loading(tmp_path):
@@ -166,7 +171,7 @@ def test_checkpoints_hold_no_pickle_and_a_planted_one_is_refused_before_loading(
 
     (step / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Payload()))
     with pytest.raises(ValueError, match="custom_checkpoint_0.pkl"):
-        pretrain.main([*SHORT, "--output_dir", str(out), "--resume", "latest"])
+        pretrain.main([*SHORT, "--output_dir", str(out), "--resume_from_checkpoint", "latest"])
     assert not (tmp_path / "pwned").exists()
 
 
@@ -174,10 +179,11 @@ def test_resume_with_changed_hyperparameters_is_refused_naming_them(tmp_path):
     out = tmp_path / "run"
     pretrain.main([*SHORT, "--output_dir", str(out), "--max_steps", "5"])
     with pytest.raises(ValueError, match=r"--blr: checkpoint .*, now 0\.15.*--seed: checkpoint 3, now 4"):
-        pretrain.main([*SHORT, "--output_dir", str(out), "--max_steps", "5", "--resume", "latest", "--blr", "0.15",
+        pretrain.main([*SHORT, "--output_dir", str(out), "--max_steps", "5", "--resume_from_checkpoint", "latest",
+                      "--blr", "0.15",
                        "--seed", "4"])
     # what only changes how the run is shown or stored may change
-    info = pretrain.main([*SHORT, "--output_dir", str(out), "--max_steps", "5", "--resume", "latest",
+    info = pretrain.main([*SHORT, "--output_dir", str(out), "--max_steps", "5", "--resume_from_checkpoint", "latest",
                           "--save_total_limit", "1", "--num_threads", "1"])
     assert info["resumed_from"] == "step_5"
 
@@ -197,9 +203,10 @@ def test_two_process_etmae_fine_tuning_matches_one_process_at_the_same_global_ba
     common = ["--preset", "demo_etmae", "--dataset", "synthetic_cxr", "--dataset_kwargs",
               '{"num_images": 80, "image_size": 32}', "--max_steps", "3", "--save_steps", "1", "--drop_path_rate",
               "0", "--report_to", "none", "--figures", "False", "--progress_bar", "False", "--from_scratch",
-              "--seed", "5", "--save_total_limit", "3", "--lr", "0.01", "--warmup_ratio", "0"]
-    finetune.main([*common, "--batch_size", "8", "--output_dir", str(tmp_path / "one")])
-    _torchrun("medmae.training.finetune", [*common, "--batch_size", "4", "--output_dir", str(tmp_path / "two")])
+              "--seed", "5", "--save_total_limit", "3", "--learning_rate", "0.01", "--warmup_ratio", "0"]
+    finetune.main([*common, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "one")])
+    _torchrun("medmae.training.finetune", [*common, "--per_device_train_batch_size", "4", "--output_dir",
+              str(tmp_path / "two")])
     assert json.loads((tmp_path / "two" / "run_info.json").read_text())["num_processes"] == 2
     weights = {(run, step): load_file(str(tmp_path / run / "checkpoints" / f"step_{step}" / "model.safetensors"))
                for run in ("one", "two") for step in (1, 3)}
@@ -217,7 +224,8 @@ def test_two_process_etmae_teacher_pretraining_and_distillation(tmp_path):
     """The ETMAE teacher pre-training and the student's distillation both run under 2-process DDP (the frozen
     teacher stays outside the DDP module: no unused-parameter search, identical on both ranks)."""
     data = ["--dataset", "synthetic_cxr", "--dataset_kwargs", '{"num_images": 48, "image_size": 32}',
-            "--batch_size", "4", "--max_steps", "3", "--logging_steps", "1", "--report_to", "none", "--figures",
+            "--per_device_train_batch_size", "4", "--max_steps", "3", "--logging_steps", "1", "--report_to", "none",
+            "--figures",
             "False", "--progress_bar", "False"]
     _torchrun("medmae.training.pretrain", ["--preset", "demo_etmae_teacher", *data,
                                            "--output_dir", str(tmp_path / "teacher")])

@@ -21,24 +21,27 @@ RUN_INFO_KEYS = {"family", "task", "dataset", "split", "uncertainty_policy", "hy
 @pytest.fixture(scope="module")
 def sdda_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("sdda")
-    pre = pretrain.main(["--preset", "demo", *US, "--num_epochs", "1", "--batch_size", "8", *FAST,
-                         "--output_dir", str(root / "pre")])
-    ft = finetune.main(["--preset", "demo", *US, "--num_epochs", "1", "--batch_size", "8", "--crop_scale_min", "0.6",
-                        "--init_from", str(root / "pre"), *FAST, "--output_dir", str(root / "ft")])
+    pre = pretrain.main(["--preset", "demo", *US, "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+                         *FAST, "--output_dir", str(root / "pre")])
+    ft = finetune.main(["--preset", "demo", *US, "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+                        "--crop_scale_min", "0.6", "--init_from", str(root / "pre"), *FAST,
+                        "--output_dir", str(root / "ft")])
     return root, pre, ft
 
 
 def test_presets_are_defaults_below_flags_and_config_files(tmp_path):
-    model, data, opt, run = parse_args("finetune", ["--preset", "busi", "--num_epochs", "3", "--output_dir", "x"])
-    assert (opt.optimizer, opt.lr, opt.momentum, opt.scheduler, opt.batch_size) == ("sgd", 0.01, 0.9, "poly", 12)
-    assert opt.num_epochs == 3 and model.family == "sdda_mae" and data.dataset == "busi"
+    model, data, opt, run = parse_args("finetune", ["--preset", "busi", "--num_train_epochs", "3", "--output_dir", "x"])
+    assert (opt.optimizer, opt.learning_rate, opt.momentum, opt.lr_scheduler_type, opt.per_device_train_batch_size) == \
+        ("sgd", 0.01, 0.9, "poly", 12)
+    assert opt.num_train_epochs == 3 and model.family == "sdda_mae" and data.dataset == "busi"
     model, _, opt, _ = parse_args("finetune", ["--preset", "chestxray14"])
     assert (opt.layer_decay, opt.blr, opt.weight_decay, model.drop_path_rate) == (0.55, 2.5e-4, 0.05, 0.2)
-    assert preset_values("pretrain", "siim-acr")["lr"] == 2e-4
+    assert preset_values("pretrain", "siim-acr")["learning_rate"] == 2e-4
     config = tmp_path / "args.yaml"
-    config.write_text("preset: siim_acr\nnum_epochs: 7\nbatch_size: 4\n")
-    _, data, opt, _ = parse_args("pretrain", ["--config", str(config), "--batch_size", "2"])
-    assert (data.dataset, opt.num_epochs, opt.batch_size, opt.lr) == ("siim_acr", 7, 2, 2e-4)
+    config.write_text("preset: siim_acr\nnum_train_epochs: 7\nper_device_train_batch_size: 4\n")
+    _, data, opt, _ = parse_args("pretrain", ["--config", str(config), "--per_device_train_batch_size", "2"])
+    assert (data.dataset, opt.num_train_epochs, opt.per_device_train_batch_size, opt.learning_rate) == \
+        ("siim_acr", 7, 2, 2e-4)
 
 
 def test_unknown_preset_is_a_clear_usage_error(capsys):
@@ -122,7 +125,7 @@ def test_distillation_on_nih_and_chexpert_together_with_per_source_teacher_stati
     chexpert.mkdir()
     build_nih(nih)
     build_chexpert(chexpert)
-    common = ["--num_epochs", "1", "--batch_size", "2", *FAST, "--figures", "False"]
+    common = ["--num_train_epochs", "1", "--per_device_train_batch_size", "2", *FAST, "--figures", "False"]
     pretrain.main(["--preset", "demo_etmae_teacher", *CXR, "--config_overrides", '{"hidden_size": 48}', *common,
                    "--output_dir", str(tmp_path / "teacher")])
     torch.save({"model": {}}, tmp_path / "teacher.pth")
@@ -147,7 +150,7 @@ def test_distillation_on_nih_and_chexpert_together_with_per_source_teacher_stati
 
 
 def test_etmae_teacher_distillation_and_multilabel_finetune(tmp_path):
-    common = [*CXR, "--num_epochs", "1", "--batch_size", "8", *FAST, "--figures", "False"]
+    common = [*CXR, "--num_train_epochs", "1", "--per_device_train_batch_size", "8", *FAST, "--figures", "False"]
     teacher = pretrain.main(["--preset", "demo_etmae_teacher", "--config_overrides", '{"hidden_size": 48}', *common,
                              "--output_dir", str(tmp_path / "teacher")])
     student = pretrain.main(["--preset", "demo_etmae_teacher", "--teacher", str(tmp_path / "teacher"), "--task",
@@ -164,8 +167,8 @@ def test_etmae_teacher_distillation_and_multilabel_finetune(tmp_path):
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     out = tmp_path / "nan"
-    argv = ["--preset", "demo_etmae_teacher", *CXR, "--num_epochs", "2", "--batch_size", "8", "--save_steps", "2",
-            *FAST, "--debug_nan_at_step", "4", "--output_dir", str(out)]
+    argv = ["--preset", "demo_etmae_teacher", *CXR, "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
+            "--save_steps", "2", *FAST, "--debug_nan_at_step", "4", "--output_dir", str(out)]
     with pytest.raises(NonFiniteLossError, match=r"step 4.*Last good checkpoint: .*step_2"):
         pretrain.main(argv)
     assert [p.name for p in checkpoint_dirs(out)] == ["step_2"] and not (out / "final").exists()
@@ -208,8 +211,8 @@ def test_busi_preset_on_a_real_format_folder(tmp_path):
 
     build_busi(tmp_path / "busi")
     info = finetune.main(["--preset", "busi", "--data_root", str(tmp_path / "busi"), "--model_preset", "tiny_test",
-                          "--batch_size", "2", "--num_epochs", "1", "--from_scratch", *FAST, "--figures", "False",
-                          "--output_dir", str(tmp_path / "run")])
+                          "--per_device_train_batch_size", "2", "--num_train_epochs", "1", "--from_scratch", *FAST,
+                          "--figures", "False", "--output_dir", str(tmp_path / "run")])
     assert info["dataset"] == "busi" and info["hyperparameters"]["optimizer"] == "sgd"
     assert info["hyperparameters"]["data_root"] == "<data_root>" and info["label_names"] == ["normal", "benign",
                                                                                               "malignant"]
@@ -218,9 +221,9 @@ def test_busi_preset_on_a_real_format_folder(tmp_path):
 
 def test_self_distillation_stays_alive_in_a_short_pretraining_run(tmp_path):
     data = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 96, "image_size": 32}']
-    info = pretrain.main(["--preset", "demo", *data, "--image_size", "32", "--num_epochs", "4", "--batch_size", "8",
-                          "--report_to", "none", "--progress_bar", "False", "--logging_steps", "3",
-                          "--output_dir", str(tmp_path / "pre")])
+    info = pretrain.main(["--preset", "demo", *data, "--image_size", "32", "--num_train_epochs", "4",
+                          "--per_device_train_batch_size", "8", "--report_to", "none", "--progress_bar", "False",
+                          "--logging_steps", "3", "--output_dir", str(tmp_path / "pre")])
     state = json.loads(sorted((tmp_path / "pre" / "checkpoints").glob("step_*"))[-1].joinpath(
         "trainer_state.json").read_text())
     train = [h for h in state["history"] if h["split"] == "train"]
@@ -229,10 +232,10 @@ def test_self_distillation_stays_alive_in_a_short_pretraining_run(tmp_path):
     assert all(h["sd_teacher_entropy"] < h["sd_entropy_max"] for h in train)
     assert all(h["sd_grad_ratio"] > 1e-3 for h in train)  # the SD term pulls on the encoder
     assert (tmp_path / "pre" / "figures" / "loss_curves.png").is_file()
-    literal = pretrain.main(["--preset", "demo", *data, "--image_size", "32", "--max_steps", "3", "--batch_size", "8",
-                             "--config_overrides", '{"sd_mode": "detached"}', "--report_to", "none",
-                             "--progress_bar", "False", "--logging_steps", "1", "--figures", "False",
-                             "--output_dir", str(tmp_path / "literal")])
+    literal = pretrain.main(["--preset", "demo", *data, "--image_size", "32", "--max_steps", "3",
+                             "--per_device_train_batch_size", "8", "--config_overrides", '{"sd_mode": "detached"}',
+                             "--report_to", "none", "--progress_bar", "False", "--logging_steps", "1",
+                             "--figures", "False", "--output_dir", str(tmp_path / "literal")])
     state = json.loads(sorted((tmp_path / "literal" / "checkpoints").glob("step_*"))[-1].joinpath(
         "trainer_state.json").read_text())
     assert literal["num_parameters"] > 0
@@ -241,10 +244,11 @@ def test_self_distillation_stays_alive_in_a_short_pretraining_run(tmp_path):
 
 def test_sd_weight_warmup_ramps_over_the_lr_warmup(tmp_path):
     data = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 48, "image_size": 32}']
-    pretrain.main(["--preset", "demo", *data, "--image_size", "32", "--max_steps", "6", "--warmup_ratio", "0.5",
-                   "--batch_size", "8", "--sd_warmup", "True", "--config_overrides", '{"sd_weight": 0.5}',
-                   "--report_to", "none", "--progress_bar", "False", "--logging_steps", "1", "--figures", "False",
-                   "--output_dir", str(tmp_path / "pre")])
+    # --warmup_steps 3 (transformers' name) wins over the preset's --warmup_ratio 0.1
+    pretrain.main(["--preset", "demo", *data, "--image_size", "32", "--max_steps", "6", "--warmup_steps", "3",
+                   "--per_device_train_batch_size", "8", "--sd_warmup", "True", "--config_overrides",
+                   '{"sd_weight": 0.5}', "--report_to", "none", "--progress_bar", "False", "--logging_steps", "1",
+                   "--figures", "False", "--output_dir", str(tmp_path / "pre")])
     state = json.loads((tmp_path / "pre" / "checkpoints" / "step_6" / "trainer_state.json").read_text())
     weights = [h["sd_weight"] for h in state["history"] if h["split"] == "train"]
     assert weights == pytest.approx([0.0, 0.5 / 3, 1.0 / 3, 0.5, 0.5, 0.5])
