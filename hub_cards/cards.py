@@ -39,17 +39,18 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 # Recipe entries that apply only under a condition on the run's other entries (anything else applies always);
 # run mechanics (threads, logging, checkpoint cadence, progress bars) are not part of a recipe.
-_RUN_MECHANICS = {"num_workers", "num_threads", "progress_bar", "report_to", "figures", "save_steps",
-                  "save_total_limit", "logging_steps", "eval_test", "overwrite", "resume", "output_dir", "cpu",
-                  "debug_nan_at_step", "debug_step_delay", "config", "data_root", "manifest", "init_from", "teacher",
+_RUN_MECHANICS = {"num_workers", "dataloader_num_workers", "num_threads", "progress_bar", "report_to", "figures", "save_steps",
+                  "save_total_limit", "logging_steps", "eval_test", "overwrite", "resume", "resume_from_checkpoint", "output_dir", "cpu",
+                  "debug_nan_at_step", "debug_step_delay", "config", "data_root", "dataset_path", "manifest", "init_from", "teacher",
                   "family", "task", "from_scratch", "lr_effective"}
 _APPLIES_WHEN = {
     "momentum": lambda hp, task: hp.get("optimizer") == "sgd",
     "adam_beta1": lambda hp, task: hp.get("optimizer") in ("adamw", "adam"),
     "adam_beta2": lambda hp, task: hp.get("optimizer") in ("adamw", "adam"),
-    "poly_power": lambda hp, task: hp.get("scheduler") == "poly",
-    "min_lr": lambda hp, task: hp.get("scheduler") != "constant",
-    "warmup_epochs": lambda hp, task: hp.get("warmup_ratio") is None,
+    "poly_power": lambda hp, task: hp.get("lr_scheduler_type", hp.get("scheduler")) == "poly",
+    "min_lr": lambda hp, task: hp.get("lr_scheduler_type", hp.get("scheduler")) == "cosine",
+    "warmup_epochs": lambda hp, task: hp.get("warmup_ratio") is None and hp.get("warmup_steps") is None,
+    "warmup_ratio": lambda hp, task: hp.get("warmup_steps") is None,
     "teacher_num_heads": lambda hp, task: task == "distillation",
     "teacher_normalization": lambda hp, task: task == "distillation",
     "mask_ratio": lambda hp, task: task in ("pretraining", "distillation"),

@@ -73,7 +73,8 @@ def sanitize_run_info(run_info: Mapping[str, Any]) -> tuple[dict, list[str]]:
 # Never shipped: provenance is a Hub repo id given to export explicitly (--base-model, --teacher), a SHA-256, or
 # nothing. Their values also join the leak scan.
 LOCAL_REFERENCES = ("base_model", "teacher")
-LOCAL_ARGUMENTS = ("init_from", "teacher", "config", "resume", "output_dir", "manifest", "model", "data_root")
+LOCAL_ARGUMENTS = ("init_from", "teacher", "config", "resume", "resume_from_checkpoint", "output_dir", "manifest",
+                   "model", "data_root", "dataset_path")
 
 
 def strip_local_names(run_info: Mapping[str, Any]) -> tuple[dict, list[str], list[str]]:

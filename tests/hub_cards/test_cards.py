@@ -9,9 +9,9 @@ import yaml
 from huggingface_hub import ModelCard
 
 from medmae import ETMAEConfig, ETMAEForImageClassification, ETMAEForPreTraining, MedMAEImageProcessor
-from medmae.hub_cards.cards import build_model_card, mean_sd
+from medmae.hub_cards.cards import applied_hyperparameters, build_model_card, mean_sd
 from medmae.hub_cards.catalogue import LABEL_CROSSWALK
-from medmae.hub_cards.run_records import sanitize_run_info
+from medmae.hub_cards.run_records import sanitize_run_info, strip_local_names
 from medmae.hub_cards.zoo import ZOO, get_entry, parameter_count, related_models, zoo_table_markdown
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration"]
@@ -185,3 +185,19 @@ def test_crosswalk_covers_every_nih_and_chexpert_label():
     for name in (*NIH_LABELS, *CHEXPERT_OBSERVATIONS):
         assert name in LABEL_CROSSWALK
     assert LABEL_CROSSWALK["Pleural Effusion"] == ("Effusion", "Pleural Effusion")
+
+
+def test_cards_read_the_transformers_argument_names():
+    """Runs record TrainingArguments names (lr_scheduler_type, dataloader_num_workers, resume_from_checkpoint,
+    warmup_steps): the card's recipe applies the same conditions to them as to the old names."""
+    poly = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "lr_scheduler_type": "poly", "poly_power": 0.9,
+            "min_lr": 0.0, "warmup_epochs": 5, "warmup_steps": 100, "dataloader_num_workers": 4,
+            "resume_from_checkpoint": "latest"}
+    shown = applied_hyperparameters(poly, "segmentation_classification")
+    assert shown["poly_power"] == 0.9 and shown["warmup_steps"] == 100
+    assert not {"min_lr", "warmup_epochs", "dataloader_num_workers", "resume_from_checkpoint"} & set(shown)
+    cosine = applied_hyperparameters({"lr_scheduler_type": "cosine", "min_lr": 1e-5, "poly_power": 0.9}, "pretraining")
+    assert cosine == {"lr_scheduler_type": "cosine", "min_lr": 1e-5}
+    info, dropped, _ = strip_local_names({"hyperparameters": {"resume_from_checkpoint": "runs/my-secret-run",
+                                                              "dataset_path": "/data/nih-256"}})
+    assert sorted(dropped) == ["hyperparameters.dataset_path", "hyperparameters.resume_from_checkpoint"]

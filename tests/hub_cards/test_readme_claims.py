@@ -1,5 +1,6 @@
 """What the README tells users about pipelines and folders, checked as they would run it."""
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,28 @@ def readme_python_block(heading: str) -> str:
 def test_readme_python_blocks_run_as_written(heading, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(readme_python_block(heading), f"README.md ({heading})", "exec"), {})
+
+
+def readme_commands(heading: str) -> list[list[str]]:
+    """The ``medmae ...`` command lines of the first ```bash block after ``heading`` (continuations joined)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index(heading):]
+    start = section.index("```bash\n") + len("```bash\n")
+    block = section[start:section.index("```", start)].replace("\\\n", " ")
+    return [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("medmae ")]
+
+
+def test_real_dataset_commands_parse_with_the_scripts_own_parsers():
+    """Every command of *Training on the real datasets* is accepted by its script's parser (the data is not here)."""
+    from medmae.training.args import parse_args
+    from medmae.training.prepare import PrepareArguments
+
+    commands = readme_commands("### Training on the real datasets")
+    assert [c[0] for c in commands].count("prepare") == 3 and [c[0] for c in commands].count("export") == 2
+    for command, *argv in commands:
+        if command == "prepare":
+            parse_args("prepare", argv, (PrepareArguments,))
+        elif command == "export":
+            assert len([a for a in argv if not a.startswith("-")]) == 2  # SOURCE OUT_DIR
+        else:
+            parse_args(command, argv)
