@@ -125,8 +125,10 @@ class DataArguments:
     mask_column: Optional[str] = field(default=None, metadata={"help": "--dataset hf:NAME: the column of masks"})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "truncate the training split"})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "truncate validation/test splits"})
-    dataloader_num_workers: int = field(default=0, metadata={
-        "help": "DataLoader worker processes (0: load in the training process)", "aliases": ["--num_workers"]})
+    dataloader_num_workers: Optional[int] = field(default=None, metadata={
+        "help": "DataLoader worker processes (0: load in the training process). Default: 0 for the synthetic sets "
+                "(in memory), else the CPUs this process may use / the processes on this machine - 1, at most 8",
+        "aliases": ["--num_workers"]})
 
 
 @dataclass
@@ -231,8 +233,9 @@ class EvaluateArguments:
         "help": "torch CPU threads (default as in training: 1 for models under 5M parameters)"})
     cpu: bool = field(default=False, metadata={"help": "force the CPU even when an accelerator is present"})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "truncate the split"})
-    dataloader_num_workers: int = field(default=0, metadata={
-        "help": "DataLoader worker processes (0: load in this process)", "aliases": ["--num_workers"]})
+    dataloader_num_workers: Optional[int] = field(default=None, metadata={
+        "help": "DataLoader worker processes (0: load in this process). Default as in training",
+        "aliases": ["--num_workers"]})
     augmentation: Optional[Literal["crop_flip", "medical_mae", "simple"]] = field(default=None, metadata={
         "help": "evaluation geometry of this recipe (default: the run's own)"})
 

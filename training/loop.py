@@ -307,12 +307,30 @@ def worker_errors(loader, num_workers: int):
         yield batch
 
 
+MAX_AUTO_WORKERS = 8
+
+
+def resolve_num_workers(requested: Optional[int], dataset: str, local_processes: int) -> int:
+    """``--dataloader_num_workers``: the user's value, else 0 for the generated ``synthetic_*`` sets (already in
+    memory: a worker would only add start-up), else the CPUs this process may use divided by the processes on
+    this machine, minus one for the training step itself, in 0..``MAX_AUTO_WORKERS``."""
+    if requested is not None:
+        if requested < 0:
+            raise ValueError(f"--dataloader_num_workers must be 0 or more, got {requested}")
+        return requested
+    if str(dataset).strip().lower().startswith("synthetic"):
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(MAX_AUTO_WORKERS, cpus // max(local_processes, 1) - 1))
+
+
 def make_dataloader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
-                    drop_last: bool = False) -> DataLoader:
+                    drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
     """A DataLoader with its own generator: iterators draw their base seed from it, never from the global RNG
-    (which is what makes mid-epoch resume exact)."""
+    (which is what makes mid-epoch resume exact). Workers are not persistent: each epoch starts them afresh, so
+    the epoch's item seeds (``EpochSeededDataset.set_epoch``) reach them. ``pin_memory`` for CUDA runs."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+                      generator=torch.Generator().manual_seed(seed), persistent_workers=False, pin_memory=pin_memory)
 
 
 def model_config(model_args, data_args, **fields):
@@ -517,10 +535,14 @@ def _train(task: TrainingTask) -> dict:
                          f"({oa.per_device_train_batch_size} x {accelerator.num_processes} processes)")
     train_items = EpochSeededDataset(train_set, ra.seed,
                                      python_and_numpy=getattr(task.data_args, "augmentation", None) == "medical_mae")
-    train_dl = make_dataloader(train_items, oa.per_device_train_batch_size, True, ra.seed,
-                               task.data_args.dataloader_num_workers, drop_last=True)
-    eval_dls = {name: make_dataloader(task.datasets[name], oa.per_device_train_batch_size, False, ra.seed,
-                                      task.data_args.dataloader_num_workers)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))  # set by the launchers
+    workers = resolve_num_workers(task.data_args.dataloader_num_workers, task.data_args.dataset, local_processes)
+    task.data_args.dataloader_num_workers = workers  # recorded in run_info as resolved
+    pin = accelerator.device.type == "cuda"
+    train_dl = make_dataloader(train_items, oa.per_device_train_batch_size, True, ra.seed, workers, drop_last=True,
+                               pin_memory=pin)
+    eval_dls = {name: make_dataloader(task.datasets[name], oa.per_device_train_batch_size, False, ra.seed, workers,
+                                      pin_memory=pin)
                 for name in ("validation", "test") if name in task.datasets and len(task.datasets[name])}
     lr = task.effective_lr(accelerator.num_processes)
     optimizer = build_optimizer(model, oa.optimizer, lr, oa.weight_decay, (oa.adam_beta1, oa.adam_beta2),
