@@ -136,6 +136,17 @@ class ETMAEPreTrainedModel(MedMAEPreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names without weight decay besides biases and 1-D weights (timm's ``no_weight_decay``): the CLS
+        token and the position tables, as MAE's fine-tuning lists them (``models_vit.py``)."""
+        return {name for name, _ in self.named_parameters() if name.split(".")[-1] in ("cls_token", "pos_embed")}
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's ``group_matcher``, the layers of layer-wise lr decay: the stem (CLS token, position table, patch
+        embedding) is layer 0 and encoder block k is layer k + 1; everything else (norms, head) is the top layer."""
+        prefix = "" if isinstance(self, ETMAEModel) else r"etmae\."
+        return {"stem": rf"^{prefix}(?:cls_token|pos_embed|patch_embed)", "blocks": rf"^{prefix}blocks\.(\d+)"}
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """MAE initialisation: xavier-uniform linear layers (fused qkv as one matrix), xavier on the flattened

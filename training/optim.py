@@ -35,8 +35,10 @@ def scaled_lr(blr: float, effective_batch_size: int) -> float:
 
 
 def _decays(name: str, param: torch.Tensor, no_weight_decay: Iterable[str]) -> bool:
-    leaf = name.split(".")[-1]
-    return not (param.ndim <= 1 or name.endswith(".bias") or leaf in set(no_weight_decay))
+    """No decay for biases, 1-D weights and ``no_weight_decay`` entries (full names, as a model's
+    ``no_weight_decay()`` gives them, or last components such as ``pos_embed``)."""
+    skip = set(no_weight_decay)
+    return not (param.ndim <= 1 or name.endswith(".bias") or name in skip or name.split(".")[-1] in skip)
 
 
 def vit_layer_id(name: str, num_layers: int) -> int:

@@ -182,3 +182,21 @@ def test_effective_batch_warning_names_the_accumulation_that_matches_the_paper()
     assert "--gradient_accumulation_steps 16" in warning  # 512 / 32
     assert effective_batch_report("pretrain", "chexpert", 32, 4, 4, 3e-4)[1] is None  # the authors' 4 GPUs
     assert effective_batch_report("finetune", "demo", 8, 1, 1, 1e-3)[1] is None  # not a paper recipe
+
+
+def test_timm_layer_decay_reads_the_models_own_groups_and_matches_medmae():
+    """``no_weight_decay()`` and ``group_matcher()`` on the model, as timm models have them: timm's own layer-decay
+    grouping of an ETMAE classifier gives every parameter the lr scale and weight decay medmae gives it."""
+    from timm.optim._param_groups import param_groups_layer_decay
+
+    model = ETMAEForImageClassification(ETMAEConfig.from_preset("tiny_test", num_labels=3))
+    assert model.no_weight_decay() == {"etmae.cls_token", "etmae.pos_embed"}
+    timm_groups = param_groups_layer_decay(model, weight_decay=0.05, no_weight_decay_list=model.no_weight_decay(),
+                                           layer_decay=0.75)
+    ours = param_groups(model, 1.0, 0.05, 0.75)
+
+    def per_parameter(groups):
+        return {id(p): (round(g["lr_scale"], 12), g["weight_decay"]) for g in groups for p in g["params"]}
+
+    assert per_parameter(timm_groups) == per_parameter(ours)
+    assert len({g["lr_scale"] for g in ours}) == 4 + 2  # stem, 4 blocks, top
