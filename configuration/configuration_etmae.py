@@ -12,11 +12,7 @@ from typing import Optional
 from transformers import PretrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Chest X-ray statistics used by lambert-x/medical_mae (and by its released teachers), on all channels.
-CXR_MEAN = (0.5056, 0.5056, 0.5056)
-CXR_STD = (0.252, 0.252, 0.252)
+from .statistics import CXR_MEAN, CXR_STD, IMAGENET_MEAN, IMAGENET_STD, per_channel
 
 _VIT = dict(image_size=224, patch_size=16, layer_norm_eps=1e-6, decoder_num_attention_heads=16,
             decoder_hidden_size=512, decoder_intermediate_size=2048)
@@ -50,13 +46,6 @@ ETMAE_PRESET_ALIASES = {
     "vit-small": "vit_small_patch16_dec512d8b",
     "vit-base": "vit_base_patch16_dec512d8b",
 }
-
-
-def per_channel(value):
-    """Image statistics as a list: one number is one value for every channel, as image processors accept it."""
-    if value is None:
-        return None
-    return [float(value)] if isinstance(value, (int, float)) else list(value)
 
 
 def align_layer_at_three_quarters(depth: int) -> int:

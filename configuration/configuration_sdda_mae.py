@@ -14,8 +14,7 @@ from typing import Optional, Union
 from transformers import PretrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .statistics import IMAGENET_MEAN, IMAGENET_STD, per_channel
 
 SDDA_MAE_PRESETS: dict[str, dict] = {
     # The faithful reconstruction traced at 512 px in the method notes (section 5.2): about 26.4M parameters.
@@ -247,9 +246,8 @@ class SDDAMAEConfig(BackboneConfigMixin, PretrainedConfig):
         self.dice_squared = dice_squared
         self.dice_smooth = dice_smooth
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
-        # one number is one value for every channel, as image processors accept
-        self.image_mean = [image_mean] if isinstance(image_mean, (int, float)) else list(image_mean)
-        self.image_std = [image_std] if isinstance(image_std, (int, float)) else list(image_std)
+        self.image_mean = per_channel(image_mean)
+        self.image_std = per_channel(image_std)
         self.crop_scale = list(crop_scale)
         self.pretrain_recipe = pretrain_recipe if pretrain_recipe is not None else dict(
             optimizer="adamw", betas=[0.9, 0.95], learning_rate=2e-4, weight_decay=0.05, warmup_ratio=0.1,

@@ -28,7 +28,7 @@ LABELS = ["Atelectasis", "Cardiomegaly", "Effusion"]
 TRAIN_IDS = ["00000013_005.png", "00000032_012.png", "00030805_000.png"]  # NIH-style file names
 EXPORTED = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json",
             "reference_sample.safetensors", "configuration_etmae.py", "modeling_etmae.py", "layers.py",
-            "image_processing_medmae.py", "medmae_manifest.json"}
+            "statistics.py", "image_processing_medmae.py", "medmae_manifest.json"}
 
 
 def classifier():
