@@ -36,7 +36,7 @@ is not the number its column holds, and a CSV or list file that is not UTF-8 tex
 is accepted). Messages name the file, the line (1-based file lines as an editor shows them, the
 header is line 1) and the column.
 
-The numbered quirks (Q1-Q22) refer to the checklist of ``design/dataset-formats.md``.
+The numbered quirks (Q1-Q22) are explained in ``docs/datasets.md``.
 """
 
 from __future__ import annotations
