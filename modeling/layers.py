@@ -325,6 +325,19 @@ class MedMAEPreTrainedModel(PreTrainedModel):
             remote_code.write_remote_code(self, save_directory)
 
 
+def intermediate_indices(indices, count: int, output_fmt: str, what: str) -> list[int]:
+    """timm's ``forward_intermediates`` selection: ``indices`` an int n (the last n of ``count``), None (all) or a list
+    (negative from the end) -> sorted-as-given positive indices; ValueError for an index outside 0..count-1 or an
+    ``output_fmt`` other than NCHW / NLC."""
+    if output_fmt not in ("NCHW", "NLC"):
+        raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+    wanted = list(range(count - indices, count)) if isinstance(indices, int) else \
+        list(range(count)) if indices is None else [i % count if -count <= i < count else i for i in indices]
+    if any(not 0 <= i < count for i in wanted):
+        raise ValueError(f"indices {indices} select {what} outside 0..{count - 1}")
+    return wanted
+
+
 def trunc_normal_init_(tensor: torch.Tensor, std: float) -> torch.Tensor:
     """Truncated normal in [-2 std, 2 std] through transformers' init guards (skips loaded tensors)."""
     return init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)

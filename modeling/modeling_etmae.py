@@ -31,6 +31,7 @@ from .layers import (
     check_pixel_values,
     get_2d_sincos_pos_embed,
     interpolate_pos_embed,
+    intermediate_indices,
     masked_patch_mse,
     patchify,
     unpatchify,
@@ -274,13 +275,8 @@ class ETMAEModel(ETMAEPreTrainedModel):
         Returns intermediates as [B, D, h, w] (``"NCHW"``) or patch tokens [B, h*w, D] (``"NLC"``), CLS dropped;
         with ``intermediates_only=False`` returns (final tokens [B, 1 + h*w, D] after the norm, intermediates).
         """
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
         depth = len(self.blocks)
-        wanted = list(range(depth - indices, depth)) if isinstance(indices, int) else \
-            list(range(depth)) if indices is None else [i % depth if -depth <= i < depth else i for i in indices]
-        if any(not 0 <= i < depth for i in wanted):
-            raise ValueError(f"indices {indices} select blocks outside 0..{depth - 1}")
+        wanted = intermediate_indices(indices, depth, output_fmt, "blocks")
         num_blocks = max(wanted) + 1 if intermediates_only else depth
         x, _, _, hidden_states, _ = self.forward_encoder(
             pixel_values, num_blocks=num_blocks, output_hidden_states=True,

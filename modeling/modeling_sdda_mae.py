@@ -42,6 +42,7 @@ from .layers import (
     MedMAEPreTrainedModel,
     Mlp,
     check_pixel_values,
+    intermediate_indices,
     masked_patch_mse,
     patchify,
     trunc_normal_init_,
@@ -693,13 +694,7 @@ class SDDAMAEModel(SDDAMAEPreTrainedModel):
         """timm's ``forward_intermediates`` for a hierarchical encoder: outputs of the stages ``indices`` (0-based,
         negative from the end; an int n = the last n stages; None = all) as [B, C_s, h_s, w_s] (``"NCHW"``) or
         [B, h_s*w_s, C_s] (``"NLC"``); with ``intermediates_only=False`` returns (last stage tokens, intermediates)."""
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        stages = self.config.num_stages
-        wanted = list(range(stages - indices, stages)) if isinstance(indices, int) else \
-            list(range(stages)) if indices is None else [i % stages if -stages <= i < stages else i for i in indices]
-        if any(not 0 <= i < stages for i in wanted):
-            raise ValueError(f"indices {indices} select stages outside 0..{stages - 1}")
+        wanted = intermediate_indices(indices, self.config.num_stages, output_fmt, "stages")
         levels = self.forward_pyramid(pixel_values)[1:]
         intermediates = [tokens_to_map(levels[i][0], *levels[i][1]) if output_fmt == "NCHW" else levels[i][0]
                          for i in wanted]

@@ -22,7 +22,6 @@ the memory an evaluation needs is O(batch) masks whatever the split size. The me
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -348,8 +347,8 @@ def label_names_of(splits, dataset: str, num_labels: int) -> list[str]:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     from accelerate import Accelerator
 
-    from .loop import (attach_transforms, configure_threads, load_splits, make_dataloader, resolve_mixed_precision,
-                       resolve_num_workers)
+    from .loop import (attach_transforms, configure_threads, load_splits, local_processes, make_dataloader,
+                       resolve_mixed_precision, resolve_num_workers)
 
     (args,) = parse_args("evaluate", list(sys.argv[1:] if argv is None else argv), (EvaluateArguments,))
     if not args.model:
@@ -376,8 +375,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     seg_classes = list(model.config.id2label.values()) if kind == "segcls" else []
     dataset = attach_transforms({args.split: splits[args.split]}, kind, processor, data_args,
                                 num_seg_classes=max(len(seg_classes), 2))[args.split]
-    workers = resolve_num_workers(args.dataloader_num_workers, data_args.dataset,
-                                  int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+    workers = resolve_num_workers(args.dataloader_num_workers, data_args.dataset, local_processes(accelerator))
     dataloader = accelerator.prepare(make_dataloader(dataset, args.per_device_eval_batch_size, False, 0, workers,
                                                      pin_memory=accelerator.device.type == "cuda"))
     model = accelerator.prepare(model)

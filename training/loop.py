@@ -310,6 +310,11 @@ def worker_errors(loader, num_workers: int):
 MAX_AUTO_WORKERS = 8
 
 
+def local_processes(accelerator) -> int:
+    """Processes of this run on this machine (``LOCAL_WORLD_SIZE``, set by torchrun and accelerate launch)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+
+
 def resolve_num_workers(requested: Optional[int], dataset: str, local_processes: int) -> int:
     """``--dataloader_num_workers``: the user's value, else 0 for the generated ``synthetic_*`` sets (already in
     memory: a worker would only add start-up), else the CPUs this process may use divided by the processes on
@@ -535,8 +540,8 @@ def _train(task: TrainingTask) -> dict:
                          f"({oa.per_device_train_batch_size} x {accelerator.num_processes} processes)")
     train_items = EpochSeededDataset(train_set, ra.seed,
                                      python_and_numpy=getattr(task.data_args, "augmentation", None) == "medical_mae")
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))  # set by the launchers
-    workers = resolve_num_workers(task.data_args.dataloader_num_workers, task.data_args.dataset, local_processes)
+    workers = resolve_num_workers(task.data_args.dataloader_num_workers, task.data_args.dataset,
+                                  local_processes(accelerator))
     task.data_args.dataloader_num_workers = workers  # recorded in run_info as resolved
     pin = accelerator.device.type == "cuda"
     train_dl = make_dataloader(train_items, oa.per_device_train_batch_size, True, ra.seed, workers, drop_last=True,
