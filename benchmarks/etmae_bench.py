@@ -261,7 +261,7 @@ def section_compile(ctx: Ctx) -> dict:
 def default_precision(num_parameters: int, device: torch.device) -> Optional[str]:
     """What medmae's training scripts choose with ``--mixed_precision auto`` (None when not importable)."""
     try:
-        from medmae.training.loop import resolve_mixed_precision
+        from medmae.training.runtime import resolve_mixed_precision
     except Exception:  # the training package is optional for the benchmarks
         return None
     return resolve_mixed_precision("auto", cpu=device.type != "cuda", num_parameters=num_parameters)

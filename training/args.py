@@ -39,16 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
-FAMILIES = ("etmae", "sdda_mae")
-TASKS = {
-    "pretrain": ("pretraining", "distillation"),
-    "finetune": ("multilabel_classification", "classification", "segmentation_classification"),
-}
+from .families import FAMILY_NAMES, TASKS
+
 
 
 @dataclass
 class ModelArguments:
-    family: Literal["etmae", "sdda_mae"] = field(default="sdda_mae", metadata={"help": "model family"})
+    family: Literal[FAMILY_NAMES] = field(default="sdda_mae", metadata={"help": "model family"})
     task: Optional[Literal["pretraining", "distillation", "multilabel_classification", "classification",
                             "segmentation_classification"]] = field(default=None, metadata={
         "help": "what is trained: pretraining (MAE; SDDA-MAE adds self-distillation) | distillation (ETMAE student "
@@ -74,7 +71,7 @@ class ModelArguments:
         "help": "ETMAE distillation teacher: a medmae run/final folder, a transformers ViTMAE folder or a "
                 "MAE / medical_mae .pth file"})
     teacher_num_heads: Optional[int] = field(default=None, metadata={"help": "heads of a .pth teacher"})
-    # the choices of pretrain.teacher_normalization_choices() (tested equal; named here so --help needs no torch)
+    # the choices of tasks.etmae.teacher_normalization_choices() (tested equal; named here so --help needs no torch)
     teacher_normalization: Optional[Literal["medical_mae", "cxr", "half", "imagenet"]] = field(default=None, metadata={
         "help": "statistics the teacher saw in its own pre-training: medical_mae (per image by source: NIH 0.5056 / "
                 "0.252, CheXpert ImageNet) | imagenet | cxr | half. Default: the teacher folder's config; required "
@@ -613,39 +610,3 @@ def args_to_dict(*groups) -> dict[str, Any]:
                 value = os.path.basename(os.path.normpath(value))
             out[f.name] = value
     return out
-
-
-def resolve_task(script: str, model_args: ModelArguments, single_label_data: bool = False) -> str:
-    """The run's task from ``--task`` or from the family (and ``--teacher`` for ETMAE pre-training, and the data
-    for ETMAE fine-tuning: ``single_label_data`` -- one ``label`` per image -- gives ``classification``)."""
-    if model_args.family not in FAMILIES:
-        raise ValueError(f"unknown family {model_args.family!r}; choose one of {', '.join(FAMILIES)}")
-    task = model_args.task
-    by_problem = {"single_label_classification": "classification",
-                  "multi_label_classification": "multilabel_classification"}
-    problem_type = getattr(model_args, "problem_type", None)
-    if problem_type is not None:
-        if problem_type not in by_problem or script != "finetune":
-            raise ValueError(f"--problem_type {problem_type!r}: finetune takes {' | '.join(by_problem)}")
-        if task is not None and task != by_problem[problem_type]:
-            raise ValueError(f"--problem_type {problem_type} and --task {task} contradict each other")
-        task = by_problem[problem_type]
-    if task is None:
-        if script == "pretrain":
-            task = "distillation" if model_args.teacher else "pretraining"
-        else:
-            task = "classification" if single_label_data else \
-                "multilabel_classification" if model_args.family == "etmae" else "segmentation_classification"
-    if task not in TASKS[script]:
-        raise ValueError(f"{script}: unknown task {task!r}; choose one of {', '.join(TASKS[script])}")
-    if task == "pretraining" and model_args.teacher:
-        raise ValueError("--teacher was given with --task pretraining; ETMAE distillation is --task distillation")
-    if task == "distillation" and (model_args.family != "etmae" or not model_args.teacher):
-        raise ValueError("distillation is ETMAE pre-training with a teacher: pass --family etmae --teacher PATH")
-    families = {"multilabel_classification": ("etmae",), "classification": ("etmae", "sdda_mae"),
-                "segmentation_classification": ("sdda_mae",)}
-    if script == "finetune" and model_args.family not in families[task]:
-        raise ValueError(f"task {task!r} does not belong to family {model_args.family!r} (ETMAE: multi-label or "
-                         "single-label classification; SDDA-MAE: segmentation_classification, which needs masks, "
-                         "or single-label classification)")
-    return task

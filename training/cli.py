@@ -117,7 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if _script_help_only(argv):  # before the script's module (torch, transformers) is imported: help in < 1 s
         build_parser(command).print_help()
         return 0
-    from .loop import NonFiniteLossError
+    from .engine import NonFiniteLossError
     from .output_folder import DiskFullError
 
     try:

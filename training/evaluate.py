@@ -28,12 +28,21 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 
+from ..modeling import (
+    ETMAEForImageClassification,
+    MedMAEImageProcessor,
+    SDDAMAEForImageClassification,
+    SDDAMAEForSegmentationAndClassification,
+)
+from . import data
 from .args import EvaluateArguments, parse_args
+from .dataloading import (attach_transforms, load_splits, make_dataloader, resolve_num_workers,
+                          synthetic_defaults)
 from .metrics import classification_metrics, multilabel_auc, segmentation_cases, summarize_cases
-
-KINDS = {"multilabel_classification": "multilabel", "classification": "singlelabel",
-         "segmentation_classification": "segcls"}
+from .provenance import model_folder
+from .runtime import configure_threads, local_processes, resolve_mixed_precision
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -245,14 +254,6 @@ def markdown_for(kind: str, metrics: dict, method: str, dataset: str, num_parame
 def load_finetuned(folder):
     """A fine-tuned ``save_pretrained`` folder -> (model, processor, kind); a pre-training checkpoint is refused
     (its classification / segmentation heads would be random)."""
-    from ..modeling import (
-        ETMAEForImageClassification,
-        MedMAEImageProcessor,
-        SDDAMAEForImageClassification,
-        SDDAMAEForSegmentationAndClassification,
-    )
-    from .loop import model_folder
-
     folder = model_folder(folder)
     config = json.loads((folder / "config.json").read_text())
     single = config.get("problem_type") == "single_label_classification"
@@ -303,10 +304,8 @@ def evaluation_data(args: EvaluateArguments, run: Optional[dict], run_dir: Optio
 
 def run_manifest(run_dir: Optional[Path]) -> Optional[dict]:
     """The run's split manifest (``split_manifest.json``), read once; None when the run recorded none."""
-    from .data import load_split_manifest
-
     path = run_dir / "split_manifest.json" if run_dir is not None else None
-    return load_split_manifest(path) if path is not None and path.is_file() else None
+    return data.load_split_manifest(path) if path is not None and path.is_file() else None
 
 
 def check_same_split(manifest: Optional[dict], name: str, split, source: Path) -> bool:
@@ -333,8 +332,6 @@ def training_overlap(manifest: Optional[dict], split) -> Optional[tuple[int, lis
 
 def label_names_of(splits, dataset: str, num_labels: int) -> list[str]:
     """Multi-label names from the loader's recorded info or the known label tables."""
-    from . import data
-
     info = getattr(splits, "medmae_split_info", {}) or {}
     names = info.get("labels")
     if not names:
@@ -345,11 +342,6 @@ def label_names_of(splits, dataset: str, num_labels: int) -> list[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    from accelerate import Accelerator
-
-    from .loop import (attach_transforms, configure_threads, load_splits, local_processes, make_dataloader,
-                       resolve_mixed_precision, resolve_num_workers)
-
     (args,) = parse_args("evaluate", list(sys.argv[1:] if argv is None else argv), (EvaluateArguments,))
     if not args.model:
         raise ValueError("--model is required (a fine-tuned final/ folder or its run folder)")
@@ -360,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu,
                                                                                     num_parameters))
     data_args = evaluation_data(args, run, run_dir, model.config.image_size)
-    splits = load_splits(data_args, model.config.image_size, **_synthetic_size(data_args, model.config.image_size))
+    splits = load_splits(data_args, model.config.image_size, **synthetic_defaults(data_args, model.config.image_size))
     if args.split not in splits:
         raise ValueError(f"split {args.split!r} not in the dataset (has {sorted(splits)})")
     manifest = run_manifest(run_dir)
@@ -422,12 +414,6 @@ class _EvalData:
         for name in ("csv", "image_column", "label_columns", "group_column", "mask_column"):
             setattr(self, name, recorded.get(name))
         return self
-
-
-def _synthetic_size(args, image_size: int) -> dict:
-    from .loop import synthetic_defaults
-
-    return synthetic_defaults(args, image_size)
 
 
 if __name__ == "__main__":

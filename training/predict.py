@@ -18,7 +18,7 @@ A pre-training checkpoint is refused: its heads are untrained.
 ``--input``: image files, folders (searched recursively for .png .jpg .jpeg .bmp .tif .tiff .dcm, in natural order)
 and ``.csv`` lists with a ``path`` column (relative paths are taken from the CSV's folder). Images are read exactly:
 PNG / JPEG / TIFF / BMP through PIL into numpy with their bit depth (a 16-bit PNG stays uint16); a DICOM exactly as
-the SIIM-ACR loader stores it for training (``training/data.py``: MONOCHROME1 inverted, more than 8 bits rescaled
+the SIIM-ACR loader stores it for training (``training/data/siim_acr.py``: MONOCHROME1 inverted, more than 8 bits rescaled
 to 8). The checkpoint's own image processor (``preprocessor_config.json``) then resizes, rescales by bit depth and
 normalises; the sidecar JSON records that contract.
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import json
 import os
 import sys
@@ -48,6 +49,14 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+from transformers.utils import logging as transformers_logging
+
+from .. import __version__, modeling
+from .data.common import _csv_rows, natural_key
+from .data.siim_acr import _dicom_image
+from .provenance import model_folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 # Predictable classes: (config attribute naming the probability columns or None, writes a mask).
@@ -90,8 +99,6 @@ class Prediction:
 # ----------------------------------------------------------------------------------------------------
 def discover_inputs(inputs: Sequence[str]) -> list[Path]:
     """Files, folders (recursive, natural order) and ``.csv`` lists -> image paths in order, each once."""
-    from .data import natural_key
-
     found: list[Path] = []
     for text in inputs:
         path = Path(text).expanduser()
@@ -116,8 +123,6 @@ def discover_inputs(inputs: Sequence[str]) -> list[Path]:
 
 def _csv_inputs(path: Path) -> list[Path]:
     """The ``path`` column of a CSV list (relative paths from the CSV's folder)."""
-    from .data import _csv_rows
-
     paths = []
     for where, row in _csv_rows(path, ["path"]):
         if not row["path"]:
@@ -128,8 +133,6 @@ def _csv_inputs(path: Path) -> list[Path]:
 
 def read_image(path: Path) -> np.ndarray:
     """The pixels of one file as numpy, bit depth kept: [H, W] or [H, W, 3] uint8 / uint16 / int32 / float32."""
-    from PIL import Image, UnidentifiedImageError
-
     if path.suffix.lower() == ".dcm":
         return _dicom_array(path)
     try:
@@ -163,13 +166,7 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _dicom_array(path: Path) -> np.ndarray:
-    """A DICOM's pixels as the SIIM-ACR loader stores them for training (``data._dicom_image``)."""
-    import io
-
-    from PIL import Image
-
-    from .data import _dicom_image
-
+    """A DICOM's pixels as the SIIM-ACR loader stores them for training (``data.siim_acr._dicom_image``)."""
     data, _, _ = _dicom_image(path, "full")
     with Image.open(io.BytesIO(data)) as image:
         return _pil_array(image)
@@ -180,9 +177,6 @@ def _dicom_array(path: Path) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 def load_model(path, threshold: Optional[float] = None, device: str = "cpu"):
     """A fine-tuned folder (or its run folder) -> (model in eval mode, image processor, Task, folder)."""
-    from .. import modeling
-    from .loop import model_folder
-
     try:
         folder = model_folder(path)
     except FileNotFoundError as error:
@@ -292,8 +286,6 @@ class OutputWriter:
         return "|".join(self.task.mask_classes[i] for i in present if 0 < i < len(self.task.mask_classes))
 
     def _write_mask(self, prediction: Prediction) -> dict:
-        from PIL import Image
-
         self.masks_dir.mkdir(parents=True, exist_ok=True)
         stem = self._unique_stem(prediction.path.stem)
         mask_path = self.masks_dir / f"{stem}.png"
@@ -377,14 +369,12 @@ def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
 @contextlib.contextmanager
 def _loading_progress(enabled: bool):
     """transformers' weight-loading progress bar on or off while the model loads (restored afterwards)."""
-    from transformers.utils import logging
-
-    before = logging.is_progress_bar_enabled()
-    (logging.enable_progress_bar if enabled else logging.disable_progress_bar)()
+    before = transformers_logging.is_progress_bar_enabled()
+    (transformers_logging.enable_progress_bar if enabled else transformers_logging.disable_progress_bar)()
     try:
         yield
     finally:
-        (logging.enable_progress_bar if before else logging.disable_progress_bar)()
+        (transformers_logging.enable_progress_bar if before else transformers_logging.disable_progress_bar)()
 
 
 def _model_name(folder: Path) -> str:
@@ -394,10 +384,6 @@ def _model_name(folder: Path) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from tqdm.auto import tqdm
-
-    from .. import __version__
-
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.batch_size < 1:

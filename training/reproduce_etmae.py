@@ -27,6 +27,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import torch
+
+from ..configuration import ETMAEConfig
+from ..modeling import ETMAEModel
+from ..modeling.convert import file_sha256, load_teacher
+from ..modeling.image_processing_medmae import (
+    NORMALIZATION_PRESETS,
+    TEACHER_SOURCE_STATISTICS,
+    MedMAEImageProcessor,
+    processor_for_config,
+)
+from .evaluate import label_names_of
+from .probe import encoder_features, linear_probe
+from .provenance import model_folder
+from .registry import load_dataset_by_name
 from .sweep import (
     Run,
     SweepArguments,
@@ -38,6 +53,7 @@ from .sweep import (
     verdict,
     verdict_lines,
 )
+from .transforms import MultiLabelTransform
 
 # Sizes on the synthetic chest X-rays (64 px, 8 px patches = 64 tokens). The student is ETMAEConfig "tiny_test"
 # (4 blocks x 32, 2 heads, ~43k encoder parameters); teachers are wider AND deeper and trained longer.
@@ -244,13 +260,6 @@ def _evaluations(args, budget, runs_dir, tag, row, source: Path, seed: int, prob
 # ---------------------------------------------------------------------------------------------------------------
 def convert_teacher(path: Path, folder: Path, normalization: str, dataset: str) -> dict:
     """A MAE / medical_mae ``.pth`` teacher as a medmae folder (encoder + processor) with the statistics it saw."""
-    from ..modeling.convert import file_sha256, load_teacher
-    from ..modeling.image_processing_medmae import (
-        NORMALIZATION_PRESETS,
-        TEACHER_SOURCE_STATISTICS,
-        processor_for_config,
-    )
-
     encoder = load_teacher(path)
     if normalization in TEACHER_SOURCE_STATISTICS:
         stats = TEACHER_SOURCE_STATISTICS[normalization][dataset]
@@ -271,22 +280,12 @@ class Prober:
 
     def _splits(self):
         if self.splits is None:
-            from .registry import load_dataset_by_name
-
             kwargs = {"num_images": self.budget["num_images"], "image_size": self.budget["image_size"]} \
                 if self.budget["dataset"] == "synthetic_cxr" else {}
             self.splits = load_dataset_by_name(self.budget["dataset"], self.args.data_root, **kwargs)
         return self.splits
 
     def _encoder(self, source: Optional[Path], seed: int):
-        import torch
-
-        from ..configuration import ETMAEConfig
-        from ..modeling import ETMAEModel
-        from ..modeling.convert import load_teacher
-        from ..modeling.image_processing_medmae import MedMAEImageProcessor, processor_for_config
-        from .loop import model_folder
-
         if source is None:  # the from-scratch row: the student architecture, randomly initialised
             if self.budget["name"] == "paper":
                 config = ETMAEConfig.from_preset("vit_tiny_patch16_dec512d2b", teacher_hidden_size=None)
@@ -299,12 +298,6 @@ class Prober:
         return load_teacher(folder), MedMAEImageProcessor.from_pretrained(folder)
 
     def __call__(self, source: Optional[Path], seed: int) -> dict:
-        import torch
-
-        from .evaluate import label_names_of
-        from .probe import encoder_features, linear_probe
-        from .transforms import MultiLabelTransform
-
         splits = self._splits()
         encoder, processor = self._encoder(source, seed)
         recipe = "medical_mae" if self.budget["name"] == "paper" else "crop_flip"

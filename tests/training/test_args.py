@@ -24,7 +24,7 @@ from medmae.training.args import (
     script_fields,
 )
 from medmae.training.checkpointing import CheckpointError, check_resume_arguments
-from medmae.training.pretrain import teacher_normalization_choices
+from medmae.training.tasks.etmae import teacher_normalization_choices
 
 SCRIPTS = ("pretrain", "finetune", "evaluate")
 

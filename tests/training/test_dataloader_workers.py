@@ -7,7 +7,7 @@ import pytest
 from safetensors.torch import load_file
 
 from medmae.training import pretrain
-from medmae.training.loop import MAX_AUTO_WORKERS, resolve_num_workers
+from medmae.training.dataloading import MAX_AUTO_WORKERS, resolve_num_workers
 
 
 def test_explicit_value_wins_and_negative_is_refused():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from medmae.training.loop import resolve_mixed_precision
+from medmae.training.runtime import resolve_mixed_precision
 
 
 def test_auto_takes_the_accelerate_launch_setting(monkeypatch):

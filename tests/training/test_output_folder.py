@@ -82,7 +82,7 @@ def test_a_full_disk_names_the_file_and_the_remedy_and_leaves_no_partial_checkpo
 
 
 def test_a_dead_dataloader_worker_says_why_and_what_to_do():
-    from medmae.training.loop import worker_errors
+    from medmae.training.dataloading import worker_errors
 
     class Dying:
         def __iter__(self):
@@ -99,7 +99,7 @@ def test_a_dead_dataloader_worker_says_why_and_what_to_do():
 def test_an_item_that_fails_to_load_is_named():
     import datasets
 
-    from medmae.training.loop import EpochSeededDataset
+    from medmae.training.dataloading import EpochSeededDataset
 
     def broken(batch):
         raise OSError("cannot identify image file")
@@ -111,7 +111,7 @@ def test_an_item_that_fails_to_load_is_named():
 
 
 def test_report_to_is_validated_not_silently_dropped():
-    from medmae.training.loop import trackers
+    from medmae.training.runtime import trackers
 
     assert trackers("none") is None and trackers("") is None
     assert trackers("tensorboard") == ["tensorboard"]
@@ -126,7 +126,7 @@ def test_report_to_is_validated_not_silently_dropped():
 
 def test_only_the_main_process_writes_the_split_manifest(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
-    from medmae.training.loop import load_splits, split_record
+    from medmae.training.dataloading import load_splits, split_record
 
     class Data:
         dataset, data_root, dataset_kwargs, split_seed, manifest = "synthetic_cxr", None, '{"num_images": 20}', 0, None

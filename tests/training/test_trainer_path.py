@@ -7,7 +7,7 @@ from transformers import Trainer, TrainingArguments
 from medmae import ETMAEConfig, ETMAEForImageClassification, SDDAMAEConfig, SDDAMAEForSegmentationAndClassification
 from medmae.modeling.image_processing_medmae import processor_for_config
 from medmae.training.args import DataArguments
-from medmae.training.loop import attach_transforms
+from medmae.training.dataloading import attach_transforms
 from medmae.training.synthetic import make_synthetic_cxr, make_synthetic_ultrasound
 from medmae.training.trainer_utils import (
     layer_decay_optimizer,

@@ -130,7 +130,7 @@ def test_medical_mae_recipe_keeps_grayscale_radiographs_valid(channels):
 
 
 def test_rand_augment_is_reproducible_per_item_seed():
-    from medmae.training.loop import EpochSeededDataset
+    from medmae.training.dataloading import EpochSeededDataset
 
     rng = np.random.default_rng(1)
     images = [Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8), "L") for _ in range(4)]
