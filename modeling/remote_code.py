@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
+from . import AUTO_REGISTRY  # the one table that also drives Auto registration
+
 # Modules a remote-code file may import by absolute name: transformers' own hard dependencies.
 ALLOWED_ABSOLUTE_IMPORTS = {"torch", "transformers", "numpy", "__future__"} | set(sys.stdlib_module_names)
 
@@ -80,8 +82,6 @@ def collect_remote_files(entry_files: Iterable[Path]) -> dict[str, str]:
 
 def auto_map_for(model_type: str) -> tuple[dict[str, str], list[Path]]:
     """The ``auto_map`` of a registered medmae model type and the source files it needs."""
-    from . import AUTO_REGISTRY  # the one table that also drives Auto registration
-
     entries = [(auto_name, cls) for auto_name, config_cls, cls in AUTO_REGISTRY if config_cls.model_type == model_type]
     if not entries:
         raise ValueError(f"model type '{model_type}' is not a medmae model")

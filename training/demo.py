@@ -25,16 +25,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import transformers
 
-from . import reproduce_etmae
+from . import finetune, pretrain, reproduce_etmae
 from .args import parse_args
+from .evaluate import classification_table, compute_metrics, mauc_table, segmentation_table
+from .synthetic import make_synthetic_cxr, make_synthetic_ultrasound, save_example_grid
 
 # ETMAE's setting is ``medmae reproduce etmae`` (default budget; the demo is its seed 0: teacher S, 6 x 96-d, 25
 # epochs; tiny student 4 x 32-d, 8 epochs; 12 fine-tuning epochs), measured over 3 seeds in the README.
@@ -104,10 +109,6 @@ LANES = (("etmae_teacher", "etmae_student_distilled", "etmae_cls_distilled"),
 
 def run_lane(names: Sequence[str], args: DemoArguments, runs: Path, scale: str) -> dict:
     """Run the stages ``names`` one after another in this process; ``{name: (run_info, seconds)}``."""
-    import transformers
-
-    from . import finetune, pretrain
-
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     scripts = {"pretrain": pretrain.main, "finetune": finetune.main}
@@ -127,9 +128,6 @@ def run_stages(args: DemoArguments, runs: Path, scale: str) -> dict:
     """Every stage, in ``args.lanes`` processes (a spawned process per lane) or in this one."""
     if args.lanes <= 1:
         return run_lane([name for name, _ in STAGES], args, runs, scale)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(len(LANES), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_lane, lane, args, runs, scale) for lane in LANES]
         return {name: result for future in futures for name, result in future.result().items()}
@@ -137,9 +135,6 @@ def run_stages(args: DemoArguments, runs: Path, scale: str) -> dict:
 
 def trivial_baselines(sdda: dict, seed: int) -> dict:
     """What chance gives on the test splits: mAUC 0.5; all-background masks and the majority class."""
-    from .evaluate import compute_metrics
-    from .synthetic import make_synthetic_ultrasound
-
     test = make_synthetic_ultrasound(num_images=sdda["us_images"], image_size=US_SIZE, seed=seed)
     train_labels = np.asarray(test["train"]["label"])
     masks = np.stack([np.asarray(m) for m in test["test"]["mask"]]) > 0
@@ -154,8 +149,6 @@ def trivial_baselines(sdda: dict, seed: int) -> dict:
 def results_tables(payload: dict) -> str:
     """The demo's result tables from its ``results.json`` payload (also what README.md shows, see
     ``medmae.training.demo_readme``)."""
-    from .evaluate import classification_table, mauc_table, segmentation_table
-
     runs, baselines = payload["runs"], payload["baselines"]
     et = {"ETMAE student, distilled from the teacher": runs["etmae_cls_distilled"]["metrics"],
           "same student, MAE pre-training without distillation": runs["etmae_cls_mae"]["metrics"],
@@ -184,6 +177,7 @@ def results_markdown(payload: dict) -> str:
 def _export_hub(runs: Path, hub: Path, names: Sequence[str]) -> tuple[list[Path], Optional[str]]:
     if importlib.util.find_spec("medmae.hub_cards.export") is None:
         return [], "medmae.hub_cards.export is not installed: final/ folders hold save_pretrained + processor only"
+    # imported only once find_spec has found it: an installation without hub_cards still runs the demo
     from ..hub_cards.export import export_folder
 
     done = []
@@ -201,8 +195,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     started = time.perf_counter()
     total = len(STAGES) + 2
     print(f"medmae demo{' --quick' if args.quick else ''}: {total} stages, everything written under {out}")
-
-    from .synthetic import make_synthetic_cxr, make_synthetic_ultrasound, save_example_grid
 
     (out / "figures").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

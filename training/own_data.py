@@ -42,21 +42,20 @@ import numpy as np
 from datasets import ClassLabel, DatasetDict, Features, Value
 from PIL import Image as PILImage
 
-from .data import (
+from .data.common import (
     CorruptImageError,
     DatasetFormatError,
     _add_unique,
-    _assign,
     _BadFiles,
-    _build,
     _bytes_cell,
     _csv_rows,
-    _dicom_image,
     _image_cell,
     _inside_root,
     _png_bytes,
     natural_key,
 )
+from .data.siim_acr import _dicom_image
+from .data.splits import _assign, _build
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 SPLIT_FOLDERS = ("train", "validation", "test")

@@ -74,6 +74,9 @@ from .. import __version__
 from . import data, own_data, registry
 from .args import json_dict, parse_args
 from .combined import parse_roots
+from .data.busi import _busi_folder
+from .data.chexpert import _chexpert_folder
+from .data.splits import _assignment_from_manifest
 from .transforms import EVAL_CROP_PCT
 
 __all__ = ["PreparedDatasetError", "PrepareArguments", "prepare_dataset", "load_prepared", "prepared_splits",
@@ -197,7 +200,7 @@ def _source_roots(dataset: str, root) -> dict[str, Path]:
 def _data_folders(dataset: str, roots: Mapping[str, Path]) -> dict[str, Path]:
     """The folders the loaders actually read below each root (BUSI's ``Dataset_BUSI_with_GT/``, CheXpert's
     ``CheXpert-v1.0-small/`` when the parent was given): where the source's label files and listing are taken."""
-    inner = {"busi": data._busi_folder, "chexpert": data._chexpert_folder}
+    inner = {"busi": _busi_folder, "chexpert": _chexpert_folder}
     key = dataset_key(dataset)
     return {source: inner[source or key](root) if (source or key) in inner else root for source, root in roots.items()}
 
@@ -595,7 +598,7 @@ def _resplit(splits: DatasetDict, manifest, dataset: str) -> DatasetDict:
         return splits
     everything = concatenate_datasets([splits[name] for name in splits])
     ids = [str(i) for i in everything["image_id"]]
-    assignment = data._assignment_from_manifest(ids, payload, dataset)
+    assignment = _assignment_from_manifest(ids, payload, dataset)
     return DatasetDict({name: everything.select(rows) for name, rows in assignment.items()})
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .figures import _plt
 from .sweep import (
     Run,
     SweepArguments,
@@ -213,8 +214,6 @@ def ablation_markdown(result: dict) -> str:
 
 
 def mask_ratio_figure(result: dict, path: Path) -> Path:
-    from .figures import _plt
-
     plt = _plt()
     ratios = [float(r) for r in result["mask_ratio"]]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

@@ -32,37 +32,15 @@ from ...configuration.labels import (
     BUSI_CLASSES,
     CHEXPERT_COMPETITION_LABELS,
     CHEXPERT_OBSERVATIONS,
-    MIXED_POLICY_ONES,
     NIH_LABELS,
     SIIM_CLASSES,
 )
-from .common import (
-    CorruptImageError,
-    DatasetFormatError,
-    _add_unique,
-    _BadFiles,
-    _bytes_cell,
-    _csv_rows,
-    _image_cell,
-    _inside_root,
-    _png_bytes,
-    natural_key,
-)
-from .splits import (
-    MANIFEST_FORMAT,
-    _assign,
-    _assignment_from_manifest,
-    _build,
-    group_split,
-    load_split_manifest,
-    stratified_kfold,
-    stratified_split,
-    write_split_manifest,
-)
-from .busi import BUSI_FEATURES, _busi_folder, busi_kfold, load_busi
-from .siim_acr import SIIM_FEATURES, _dicom_image, load_siim_acr, rle_decode, rle_encode
+from .common import CorruptImageError, DatasetFormatError
+from .splits import group_split, load_split_manifest, stratified_kfold, stratified_split, write_split_manifest
+from .busi import BUSI_FEATURES, busi_kfold, load_busi
+from .siim_acr import SIIM_FEATURES, load_siim_acr, rle_decode, rle_encode
 from .chestxray14 import NIH_FEATURES, load_chestxray14
-from .chexpert import UNCERTAINTY_POLICIES, _chexpert_folder, load_chexpert
+from .chexpert import UNCERTAINTY_POLICIES, load_chexpert
 
 __all__ = [
     "BUSI_CLASSES", "SIIM_CLASSES", "NIH_LABELS", "CHEXPERT_OBSERVATIONS",
@@ -71,15 +49,10 @@ __all__ = [
     "load_busi", "busi_kfold", "load_siim_acr", "load_chestxray14", "load_chexpert",
     "rle_decode", "rle_encode",
     "write_split_manifest", "load_split_manifest", "stratified_split", "group_split",
-    "stratified_kfold",
+    "stratified_kfold", "BUSI_FEATURES", "SIIM_FEATURES", "NIH_FEATURES",
 ]
 
 DATASET_NAMES = ("busi", "siim_acr", "chestxray14", "chexpert", "chestxray14+chexpert",
                  "synthetic_ultrasound", "synthetic_cxr", "imagefolder", "csv", "segfolder", "hf:NAME_OR_PATH")
 # Pre-training sets made of several datasets (name -> sources), loaded by training/combined.py.
 COMBINED_DATASETS = {"chestxray14+chexpert": ("chestxray14", "chexpert")}
-# Re-exported besides __all__: the other public names of the package, and the helpers that own_data.py (its
-# loaders apply the same bad-file policy, path checks and splits), predict.py and prepare.py import from here.
-_REEXPORTED = (MIXED_POLICY_ONES, MANIFEST_FORMAT, BUSI_FEATURES, SIIM_FEATURES, NIH_FEATURES, natural_key,
-               _add_unique, _assign, _assignment_from_manifest, _BadFiles, _build, _bytes_cell, _busi_folder,
-               _chexpert_folder, _csv_rows, _dicom_image, _image_cell, _inside_root, _png_bytes)
