@@ -126,6 +126,9 @@ class DataArguments:
         "help": "DataLoader worker processes (0: load in the training process). Default: 0 for the synthetic sets "
                 "(in memory), else the CPUs this process may use / the processes on this machine - 1, at most 8",
         "aliases": ["--num_workers"]})
+    dataloader_persistent_workers: Optional[bool] = field(default=None, metadata={
+        "help": "keep the DataLoader workers alive across epochs (default: yes when there are workers; each "
+                "epoch's item seeds still reach them, so results and exact resume are unchanged)"})
 
 
 @dataclass
@@ -137,12 +140,17 @@ class OptimizationArguments:
         "help": "base learning rate; learning_rate = blr * effective batch / 256 (MAE) when --learning_rate is not "
                 "given"})
     min_lr: float = field(default=0.0, metadata={"help": "floor of the cosine schedule"})
-    weight_decay: float = field(default=0.05, metadata={"help": "decoupled weight decay (no decay on biases, norms)"})
+    weight_decay: float = field(default=0.05, metadata={"help": "decoupled weight decay (which parameters: --weight_decay_rule)"})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     layer_decay: Optional[float] = field(default=None, metadata={
         "help": "layer-wise lr decay (ETMAE fine-tuning: 0.55, timm param_groups_lrd semantics)"})
+    weight_decay_rule: Optional[Literal["timm", "mae", "all"]] = field(default=None, metadata={
+        "help": "which parameters take weight decay: timm (not biases, norms, CLS token, position tables or the "
+                "model's no_weight_decay(): MAE's fine-tuning) | mae (not biases or norms: MAE's pre-training) | all "
+                "(Swin-MAE's pre-training, DAE-Former). Default: the family's recipe for the stage "
+                "(training/families.py)"})
     # medmae's names, not transformers' (whose "cosine" has no floor and "constant" no warm-up): every one of these
     # follows the linear warm-up; optim.SCHEDULERS maps them to transformers' schedulers
     lr_scheduler_type: Literal["cosine", "poly", "constant"] = field(default="cosine", metadata={

@@ -48,8 +48,8 @@ FIXED_FILES = ("model.safetensors", "optimizer.pt", "scaler.pt", "scheduler.json
 PER_PROCESS = re.compile(r"rng_state_\d+\.(json|safetensors)")
 # Arguments that do not change what is computed: how it is shown, stored or parallelised on this machine.
 RESUMABLE_CHANGES = frozenset({
-    "resume_from_checkpoint", "output_dir", "preset", "config", "dataloader_num_workers", "num_threads", "progress_bar",
-    "report_to",
+    "resume_from_checkpoint", "output_dir", "preset", "config", "dataloader_num_workers",
+    "dataloader_persistent_workers", "num_threads", "progress_bar", "report_to",
     "figures", "save_steps", "save_total_limit", "eval_test", "debug_step_delay", "overwrite"})
 
 

@@ -127,13 +127,21 @@ class EpochSeededDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset, seed: int, python_and_numpy: bool = False):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.dataset, self.seed = dataset, seed
+        # the epoch in shared memory: persistent DataLoader workers (separate processes holding their own copy of
+        # this object since the first epoch) read the value set_epoch writes here
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         # timm's RandAugment also draws from Python's and numpy's generators; seeding (and restoring) those costs
         # about 0.25 ms per item, so it is done only for the recipes that need it
         self.python_and_numpy = python_and_numpy
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """Call before iterating the epoch (the workers fetch its first items when the iterator is created)."""
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -210,12 +218,14 @@ def resolve_num_workers(requested: Optional[int], dataset: str, processes_here: 
 
 
 def make_dataloader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
-                    drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+                    drop_last: bool = False, pin_memory: bool = False,
+                    persistent_workers: bool = False) -> DataLoader:
     """A DataLoader with its own generator: iterators draw their base seed from it, never from the global RNG
-    (which is what makes mid-epoch resume exact). Workers are not persistent: each epoch starts them afresh, so
-    the epoch's item seeds (``EpochSeededDataset.set_epoch``) reach them. ``pin_memory`` for CUDA runs."""
+    (which is what makes mid-epoch resume exact). ``persistent_workers`` keeps the workers across epochs (the
+    epoch's item seeds reach them through ``EpochSeededDataset``'s shared epoch); ``pin_memory`` for CUDA runs."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=False, pin_memory=pin_memory)
+                      generator=torch.Generator().manual_seed(seed), pin_memory=pin_memory,
+                      persistent_workers=persistent_workers and num_workers > 0)
 
 
 
@@ -229,7 +239,8 @@ def synthetic_defaults(data_args, image_size: int) -> dict:
 def run_dataloaders(task, accelerator) -> tuple[EpochSeededDataset, DataLoader, dict[str, DataLoader]]:
     """The training items (seeded per epoch), their shuffled DataLoader of whole batches, and one DataLoader per
     evaluation split (``validation``, ``test``) that has items. ``--dataloader_num_workers`` is resolved here and
-    recorded back into the arguments (run_info shows the value used)."""
+    recorded back into the arguments (run_info shows the value used), and so is ``--dataloader_persistent_workers``
+    (default: persistent when there are workers)."""
     d, oa, ra = task.data_args, task.opt_args, task.run_args
     train_set = task.datasets["train"]
     if len(train_set) < oa.per_device_train_batch_size * accelerator.num_processes:
@@ -237,7 +248,10 @@ def run_dataloaders(task, accelerator) -> tuple[EpochSeededDataset, DataLoader, 
                          f"({oa.per_device_train_batch_size} x {accelerator.num_processes} processes)")
     items = EpochSeededDataset(train_set, ra.seed, python_and_numpy=getattr(d, "augmentation", None) == "medical_mae")
     d.dataloader_num_workers = resolve_num_workers(d.dataloader_num_workers, d.dataset, local_processes(accelerator))
-    options = dict(num_workers=d.dataloader_num_workers, pin_memory=accelerator.device.type == "cuda")
+    if d.dataloader_persistent_workers is None:
+        d.dataloader_persistent_workers = d.dataloader_num_workers > 0
+    options = dict(num_workers=d.dataloader_num_workers, pin_memory=accelerator.device.type == "cuda",
+                   persistent_workers=d.dataloader_persistent_workers)
     train_dl = make_dataloader(items, oa.per_device_train_batch_size, True, ra.seed, drop_last=True, **options)
     eval_dls = {name: make_dataloader(task.datasets[name], oa.per_device_train_batch_size, False, ra.seed, **options)
                 for name in ("validation", "test") if name in task.datasets and len(task.datasets[name])}

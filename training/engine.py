@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from accelerate.logging import get_logger
 from safetensors.torch import load_file
 
 from .. import __version__
@@ -22,6 +23,9 @@ from .dataloading import EpochSeededDataset, worker_errors
 from .figures import loss_curves
 from .output_folder import disk_full_errors
 from .provenance import git_commit, write_json
+
+
+logger = get_logger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -216,8 +220,8 @@ def load_best(run: Run) -> None:
     missing, unexpected = unwrapped.load_state_dict(load_file(str(run.best_dir / "model.safetensors")), strict=False)
     if [k for k in missing if k in dict(unwrapped.named_parameters())] or unexpected:
         raise RuntimeError(f"best/ does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    run.accelerator.print(f"best validation {run.task.metric_for_best} = {run.state.best_metric:.4f} "
-                          f"at step {run.state.best_step}")
+    logger.info(f"best validation {run.task.metric_for_best} = {run.state.best_metric:.4f} at step "
+                f"{run.state.best_step}")
 
 
 def export_final(run: Run) -> None:

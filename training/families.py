@@ -41,6 +41,7 @@ class Family:
     pretraining_tasks: tuple[str, ...]
     finetuning_tasks: tuple[str, ...]  # the first is the default on data with masks or several labels per image
     tasks_module: str  # medmae.training.tasks.<module>: its Pretraining and Finetuning task classes
+    weight_decay_rule: dict  # script -> which parameters decay (training/optim.py), the default of --weight_decay_rule
 
     def config(self):
         """The configuration class (``ETMAEConfig`` / ``SDDAMAEConfig``)."""
@@ -73,7 +74,10 @@ FAMILIES: dict[str, Family] = {
         loss_terms=("reconstruction_loss", "distillation_loss"),
         pretraining_tasks=("pretraining", "distillation"),
         finetuning_tasks=("multilabel_classification", "classification"),
-        tasks_module="etmae"),
+        tasks_module="etmae",
+        # MAE's and medical_mae's main_pretrain.py: timm add_weight_decay, no skip list (the CLS token decays);
+        # their fine-tuning: param_groups_lrd with the model's no_weight_decay() (CLS token, position table)
+        weight_decay_rule={"pretrain": "mae", "finetune": "timm"}),
     "sdda_mae": Family(
         name="sdda_mae", display="SDDA-MAE", config_class="SDDAMAEConfig",
         model_classes={"pretraining": "SDDAMAEForPreTraining",
@@ -83,7 +87,11 @@ FAMILIES: dict[str, Family] = {
         loss_terms=("reconstruction_loss", "self_distillation_loss"),
         pretraining_tasks=("pretraining",),
         finetuning_tasks=("segmentation_classification", "classification"),
-        tasks_module="sdda_mae"),
+        tasks_module="sdda_mae",
+        # Swin-MAE's train.py (the pre-training SDDA-MAE's masking and U-shape follow): AdamW over every parameter;
+        # DAE-Former (its blocks, and the SGD recipe of the BUSI preset): SGD over every parameter. The paper says
+        # neither; --weight_decay_rule timm exempts biases, norms and the channel-attention temperature.
+        weight_decay_rule={"pretrain": "all", "finetune": "all"}),
 }
 FAMILY_NAMES = tuple(FAMILIES)
 

@@ -32,6 +32,7 @@ import time
 import warnings
 from typing import Optional, Sequence
 
+from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -44,7 +45,9 @@ from .families import family
 from .optim import build_optimizer, build_scheduler
 from .output_folder import OutputFolder, launcher_rank
 from .provenance import tracker_config
-from .runtime import configure_threads, make_accelerator, resolve_mixed_precision
+from .runtime import configure_threads, make_accelerator, resolve_mixed_precision, setup_logging
+
+logger = get_logger(__name__)
 
 
 def train(task) -> dict:
@@ -69,8 +72,9 @@ def _train(task) -> dict:
 
     train_items, train_dl, eval_dls = run_dataloaders(task, accelerator)
     lr = task.effective_lr(accelerator.num_processes)
+    oa.weight_decay_rule = oa.weight_decay_rule or family(task.family).weight_decay_rule[task.script]
     optimizer = build_optimizer(task.model, oa.optimizer, lr, oa.weight_decay, (oa.adam_beta1, oa.adam_beta2),
-                                oa.momentum, oa.layer_decay)
+                                oa.momentum, oa.layer_decay, oa.weight_decay_rule)
     model, optimizer, train_dl = accelerator.prepare(task.model, optimizer, train_dl)
     eval_dls = {name: accelerator.prepare(dl) for name, dl in eval_dls.items()}
     steps_per_epoch, total_steps, num_epochs, warmup = plan_steps(len(train_dl), oa)
@@ -81,8 +85,8 @@ def _train(task) -> dict:
     if ra.resume_from_checkpoint:
         resumed_from = resolve_resume(ra.resume_from_checkpoint, task.output_dir)
         state = load_checkpoint(accelerator, model, optimizer, scheduler, resumed_from, hyperparameters)
-        accelerator.print(f"resumed from {resumed_from} (step {state.global_step}, epoch {state.epoch}, "
-                          f"batch {state.batches_in_epoch})")
+        logger.info(f"resumed from {resumed_from} (step {state.global_step}, epoch {state.epoch}, "
+                    f"batch {state.batches_in_epoch})")
     if accelerator.log_with:  # the trackers make_accelerator resolved from --report_to
         accelerator.init_trackers(task.task, config=tracker_config({**hyperparameters, "lr_effective": lr}))
     announce(task, accelerator, lr, num_parameters, precision, threads, total_steps, num_epochs, steps_per_epoch)
@@ -127,10 +131,10 @@ def announce(task, accelerator, lr, num_parameters, precision, threads, total_st
     batch_line, batch_warning = effective_batch_report(task.script, ra.preset, oa.per_device_train_batch_size,
                                                        oa.gradient_accumulation_steps, accelerator.num_processes, lr,
                                                        scaled=oa.learning_rate is None)
-    accelerator.print(batch_line)
+    logger.info(batch_line)
     if batch_warning and accelerator.is_main_process:
         warnings.warn(batch_warning, stacklevel=3)
-    accelerator.print(
+    logger.info(
         f"[{task.family}/{task.task}] {num_parameters:,} parameters | {accelerator.num_processes} process(es) on "
         f"{accelerator.device} | precision {precision} | threads {threads} | lr {lr:.3g} | "
         f"{len(task.datasets['train'])} train items | {total_steps} steps ({num_epochs} epochs x {steps_per_epoch}) "
@@ -144,6 +148,7 @@ def run_script(script: str, argv: Optional[Sequence[str]] = None) -> dict:
     if "--list_presets" in argv or "--list-presets" in argv:
         print("\n".join(list_presets(script)))
         return {}
+    setup_logging()
     arguments = parse_args(script, argv)
     task = family(arguments[0].family).task_class(script)(*arguments)
     task.script = script

@@ -1,9 +1,13 @@
 # Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
 """Optimiser parameter groups and per-iteration learning-rate schedules of the papers' recipes.
 
-* Weight decay: none on biases, 1-D parameters (norms), the names in ``NO_WEIGHT_DECAY`` (``pos_embed``,
-  ``cls_token``, ``dist_token``) and the leaf names the model's own ``no_weight_decay()`` returns (timm
-  convention; SDDA-MAE: the channel-attention ``temperature``); frozen parameters are left out.
+* Weight decay by rule (:data:`WEIGHT_DECAY_RULES`; frozen parameters are always left out):
+  ``timm`` -- none on biases, 1-D parameters (norms), the names in ``NO_WEIGHT_DECAY`` (``pos_embed``,
+  ``cls_token``, ``dist_token``) and the leaf names the model's own ``no_weight_decay()`` returns (MAE's and
+  medical_mae's fine-tuning, ``param_groups_lrd``; SDDA-MAE lists the channel-attention ``temperature``);
+  ``mae`` -- none on biases and 1-D parameters only (MAE's and medical_mae's ``main_pretrain.py``: timm's
+  ``add_weight_decay`` without a skip list, so the CLS and mask tokens decay); ``all`` -- every parameter decays
+  (Swin-MAE's ``train.py``: ``AdamW(model.parameters(), weight_decay=0.05)``; DAE-Former's SGD).
 * Layer-wise lr decay with timm ``param_groups_lrd`` semantics (MAE / medical_mae fine-tuning):
   ``num_layers = len(blocks) + 1``; ``cls_token``, ``pos_embed``, ``patch_embed.*`` get layer id 0,
   ``blocks.i.*`` get ``i + 1``, everything else (``fc_norm``, the head) gets ``num_layers``; the group's
@@ -27,6 +31,7 @@ from torch import nn
 from transformers import get_scheduler
 
 NO_WEIGHT_DECAY = ("pos_embed", "cls_token", "dist_token")
+WEIGHT_DECAY_RULES = ("timm", "mae", "all")
 
 
 def scaled_lr(blr: float, effective_batch_size: int) -> float:
@@ -34,11 +39,16 @@ def scaled_lr(blr: float, effective_batch_size: int) -> float:
     return blr * effective_batch_size / 256
 
 
-def _decays(name: str, param: torch.Tensor, no_weight_decay: Iterable[str]) -> bool:
-    """No decay for biases, 1-D weights and ``no_weight_decay`` entries (full names, as a model's
-    ``no_weight_decay()`` gives them, or last components such as ``pos_embed``)."""
-    skip = set(no_weight_decay)
-    return not (param.ndim <= 1 or name.endswith(".bias") or name in skip or name.split(".")[-1] in skip)
+def _decays(name: str, param: torch.Tensor, no_weight_decay: Iterable[str], rule: str = "timm") -> bool:
+    """Whether ``rule`` decays this parameter: ``all`` every one; ``mae`` all but biases and 1-D weights;
+    ``timm`` also not the ``no_weight_decay`` entries (full names, as a model's ``no_weight_decay()`` gives them, or
+    last components such as ``pos_embed``)."""
+    if rule == "all":
+        return True
+    if param.ndim <= 1 or name.endswith(".bias"):
+        return False
+    skip = set(no_weight_decay) if rule == "timm" else set()
+    return not (name in skip or name.split(".")[-1] in skip)
 
 
 def vit_layer_id(name: str, num_layers: int) -> int:
@@ -61,12 +71,16 @@ def param_groups(
     layer_decay: Optional[float] = None,
     num_layers: Optional[int] = None,
     no_weight_decay: Iterable[str] = NO_WEIGHT_DECAY,
+    rule: str = "timm",
 ) -> list[dict]:
     """Optimiser groups: (decay | no decay) x (layer id when ``layer_decay``), each with its own ``lr``
     (= ``lr * lr_scale``), ``weight_decay``, ``lr_scale`` and ``layer_id``. Frozen parameters are skipped.
 
-    ``num_layers`` defaults to ``len(blocks) + 1`` of the ViT encoder found in ``model`` (layer decay only).
+    ``num_layers`` defaults to ``len(blocks) + 1`` of the ViT encoder found in ``model`` (layer decay only);
+    ``rule``: which parameters decay (``timm``, ``mae`` or ``all``, see the module docstring).
     """
+    if rule not in WEIGHT_DECAY_RULES:
+        raise ValueError(f"unknown weight decay rule {rule!r}; choose one of {', '.join(WEIGHT_DECAY_RULES)}")
     if layer_decay is not None and num_layers is None:
         depths = [len(m) for n, m in model.named_modules() if n.split(".")[-1] == "blocks"
                   and isinstance(m, nn.ModuleList) and "decoder" not in n]
@@ -79,7 +93,7 @@ def param_groups(
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        decay = _decays(name, param, no_weight_decay)
+        decay = _decays(name, param, no_weight_decay, rule)
         layer = vit_layer_id(name, num_layers) if layer_decay is not None else 0
         scale = layer_decay ** (num_layers - layer) if layer_decay is not None else 1.0
         key = (layer, decay)
@@ -99,9 +113,10 @@ def layer_decay_param_groups(model: nn.Module, lr: float, weight_decay: float = 
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, betas=(0.9, 0.95),
-                    momentum: float = 0.9, layer_decay: Optional[float] = None) -> torch.optim.Optimizer:
+                    momentum: float = 0.9, layer_decay: Optional[float] = None,
+                    weight_decay_rule: str = "timm") -> torch.optim.Optimizer:
     """AdamW (MAE betas by default) or SGD with momentum over :func:`param_groups`."""
-    groups = param_groups(model, lr, weight_decay, layer_decay)
+    groups = param_groups(model, lr, weight_decay, layer_decay, rule=weight_decay_rule)
     for group in groups:
         group.pop("param_names")
     if name == "adamw":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import socket
@@ -24,6 +25,8 @@ LOCK_FILE = ".medmae.lock"
 # What a pretrain / finetune run writes into its folder (``--overwrite`` removes exactly these).
 RUN_OUTPUTS = ("checkpoints", "best", "final", "figures", "logs", "run_info.json", "metrics.json", "metrics.md",
                "split_manifest.json")
+
+logger = logging.getLogger(__name__)
 
 
 class OutputFolderError(ValueError):
@@ -88,7 +91,7 @@ def acquire_lock(folder: Path) -> Path:
             holder = _read_lock(path)
             same_host = holder.get("host") == me["host"]
             if same_host and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
-                print(f"{path}: removing the stale lock of process {holder['pid']} (no longer running)")
+                logger.info(f"{path}: removing the stale lock of process {holder['pid']} (no longer running)")
                 path.unlink(missing_ok=True)
                 continue
             raise OutputFolderError(

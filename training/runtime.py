@@ -5,6 +5,8 @@ fixed-seed context for evaluation.
 * ``--mixed_precision auto`` (:func:`resolve_mixed_precision`): the launcher's config, else bf16 on CUDA, fp32 for
   tiny models on the CPU; ``--num_threads`` default 1 for tiny models (:func:`configure_threads`).
 * ``--report_to``: accelerate's tracker names, checked (:func:`trackers`).
+* :func:`setup_logging`: medmae's messages (the ``medmae`` loggers; ``accelerate.logging.get_logger`` in the loop)
+  on stdout from the main process only, as transformers' example scripts set theirs up;
 * :func:`make_accelerator`: mixed precision, gradient accumulation, trackers, and
   ``DataLoaderConfiguration(use_seedable_sampler=True)`` so the shuffling order is a function of (seed, epoch) on
   every process.
@@ -13,7 +15,9 @@ fixed-seed context for evaluation.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +26,8 @@ from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataPara
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 from accelerate.utils import ProjectConfiguration
+
+from .output_folder import launcher_rank
 
 TINY_MODEL_PARAMETERS = 5_000_000
 
@@ -127,3 +133,34 @@ def fixed_rng(seed: int, device=None):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+class _Stdout(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stdout`` is when a message is emitted (pytest and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+def _main_process(record: logging.LogRecord) -> bool:
+    return launcher_rank() == 0
+
+
+def setup_logging(level: Optional[int] = None) -> logging.Logger:
+    """The ``medmae`` logger: messages as plain lines on stdout, from the main process only (the launcher's rank;
+    accelerate's ``get_logger`` adapters also check the accelerator's), at ``level`` (default: INFO, or
+    ``ACCELERATE_LOG_LEVEL``). Idempotent; not propagated to the root logger, as transformers does for its own."""
+    logger = logging.getLogger("medmae")
+    if not any(isinstance(handler, _Stdout) for handler in logger.handlers):
+        handler = _Stdout()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(_main_process)
+        logger.addHandler(handler)
+    logger.setLevel(level or os.environ.get("ACCELERATE_LOG_LEVEL", "INFO").upper())
+    logger.propagate = False
+    return logger

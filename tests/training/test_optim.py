@@ -64,6 +64,32 @@ def test_weight_decay_groups_without_layer_decay():
     assert "decoder.mask_token" in decayed  # MAE decays the mask token (only pos_embed/cls_token are exempt)
 
 
+def test_weight_decay_rules_follow_the_reference_recipes():
+    """timm (MAE fine-tuning), mae (MAE pre-training: timm add_weight_decay without a skip list), all (Swin-MAE's
+    AdamW over every parameter)."""
+    model = ETMAEForPreTraining(ETMAEConfig.from_preset("tiny_test", teacher_hidden_size=None))
+
+    def decayed(rule):
+        return {n for g in param_groups(model, 1e-3, 0.05, rule=rule) if g["weight_decay"] for n in g["param_names"]}
+
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    timm, mae, every = decayed("timm"), decayed("mae"), decayed("all")
+    assert "etmae.cls_token" not in timm and "etmae.cls_token" in mae and "etmae.cls_token" in every
+    assert "decoder.mask_token" in timm and "decoder.mask_token" in mae
+    biases_and_norms = {n for n, p in model.named_parameters() if p.requires_grad and (p.ndim == 1 or n.endswith(".bias"))}
+    assert biases_and_norms and not biases_and_norms & mae and biases_and_norms <= every
+    assert mae == trainable - biases_and_norms and every == trainable
+    with pytest.raises(ValueError, match="unknown weight decay rule 'none'"):
+        param_groups(model, 1e-3, 0.05, rule="none")
+
+
+def test_each_family_and_stage_defaults_to_its_reference_weight_decay_rule():
+    from medmae.training.families import FAMILIES
+
+    assert {name: f.weight_decay_rule for name, f in FAMILIES.items()} == {
+        "etmae": {"pretrain": "mae", "finetune": "timm"}, "sdda_mae": {"pretrain": "all", "finetune": "all"}}
+
+
 def reference_multiplier(step, total, warmup, schedule, min_ratio=0.0, power=0.9):
     """medmae's own schedule before transformers.get_scheduler (MAE util/lr_sched.py, DAE-Former poly)."""
     if step < warmup:

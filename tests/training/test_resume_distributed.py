@@ -238,3 +238,25 @@ def test_two_process_etmae_teacher_pretraining_and_distillation(tmp_path):
                        .joinpath("trainer_state.json").read_text())
     train = [h for h in state["history"] if h["split"] == "train"]
     assert train and all(0 < h["distillation_loss"] < 10 for h in train), train
+
+
+def test_two_processes_build_a_missing_prepared_folder_once_and_both_read_it(tmp_path):
+    """``--dataset_path PREP --data_root DIR`` under 2-process DDP: the main process prepares PREP (accelerate's
+    ``main_process_first``), the other waits and loads it; one fingerprint, no leftover temporary folder, and both
+    ranks train on the same splits (the run completes: DDP would hang or fail on unequal batch counts)."""
+    from medmae.training.prepare import FINGERPRINT_FILE
+
+    from .fixtures import build_busi
+
+    build_busi(tmp_path / "busi")
+    prep = tmp_path / "busi-32"
+    result = _torchrun("medmae.training.pretrain", [
+        "--preset", "busi", "--dataset", "busi", "--model_preset", "tiny_test", "--image_size", "32",
+        "--data_root", str(tmp_path / "busi"), "--dataset_path", str(prep), "--per_device_train_batch_size", "2",
+        "--max_steps", "2", "--report_to", "none", "--figures", "False", "--progress_bar", "False",
+        "--output_dir", str(tmp_path / "run")])
+    fingerprint = json.loads((prep / FINGERPRINT_FILE).read_text())
+    assert fingerprint["image_size"] == 32 and fingerprint["dataset"] == "busi"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busi", "busi-32", "run"], result.stdout[-2000:]
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["num_processes"] == 2 and info["hyperparameters"]["dataset_path"] == "busi-32"

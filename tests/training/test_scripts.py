@@ -162,6 +162,8 @@ def test_etmae_teacher_distillation_and_multilabel_finetune(tmp_path):
                          "--output_dir", str(tmp_path / "cls")])
     assert cls["task"] == "multilabel_classification" and 0.0 <= cls["metrics"]["mauc"] <= 1.0
     assert cls["hyperparameters"]["layer_decay"] == 0.75 and "auc/Effusion" in cls["metrics"]
+    # the family table's weight-decay rule per stage, recorded as resolved
+    assert [r["hyperparameters"]["weight_decay_rule"] for r in (teacher, student, cls)] == ["mae", "mae", "timm"]
     assert "etmae.blocks.0.attn.qkv.weight" not in cls["transfer"]["initialised"]
 
 
@@ -214,6 +216,7 @@ def test_busi_preset_on_a_real_format_folder(tmp_path):
                           "--per_device_train_batch_size", "2", "--num_train_epochs", "1", "--from_scratch", *FAST,
                           "--figures", "False", "--output_dir", str(tmp_path / "run")])
     assert info["dataset"] == "busi" and info["hyperparameters"]["optimizer"] == "sgd"
+    assert info["hyperparameters"]["weight_decay_rule"] == "all"  # DAE-Former's SGD over every parameter
     assert info["hyperparameters"]["data_root"] == "<data_root>" and info["label_names"] == ["normal", "benign",
                                                                                               "malignant"]
     assert str(tmp_path) not in (tmp_path / "run" / "run_info.json").read_text()

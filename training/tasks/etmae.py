@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +23,8 @@ from ..provenance import model_folder, weights_sha256
 from .base import model_config
 from .finetuning import FinetuningTask
 from .pretraining import MAEPretraining
+
+logger = logging.getLogger(__name__)  # before the Accelerator exists: plain logging, main process only (runtime)
 
 
 class Pretraining(MAEPretraining):
@@ -42,7 +45,7 @@ class Pretraining(MAEPretraining):
             model = self.model_class().from_pretrained(model_folder(m.init_from), config=model.config)
         statistics, how = teacher_statistics(m.teacher, m.teacher_normalization, teacher)
         model.set_teacher(teacher, **statistics)
-        print(f"teacher input statistics: {how}", flush=True)
+        logger.info(f"teacher input statistics: {how}")
         self.teacher_info = {"teacher": Path(m.teacher).name, "teacher_sha256": weights_sha256(m.teacher),
                              "teacher_statistics": how}
         return model
