@@ -12,7 +12,8 @@ import sys as _sys
 
 def _script_help_only(args) -> bool:
     """``medmae pretrain|finetune|evaluate ... --help``: ``medmae.training.cli`` prints the script's arguments from
-    ``training/args.py`` alone, without the models (torch and transformers take seconds to import)."""
+    ``training/args.py`` (with ``argv.py``, ``presets.py``, ``families.py``) alone, without the models (torch and
+    transformers take seconds to import)."""
     return list(args[:1]) in (["pretrain"], ["finetune"], ["evaluate"]) and ("-h" in args or "--help" in args)
 
 

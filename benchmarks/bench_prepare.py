@@ -40,7 +40,8 @@ from PIL import Image
 from medmae.configuration.labels import NIH_LABELS
 from medmae.modeling.image_processing_medmae import MedMAEImageProcessor
 from medmae.training.data import load_chestxray14
-from medmae.training.prepare import load_prepared, prepare_dataset
+from medmae.training.prepare import prepare_dataset
+from medmae.training.prepared import load_prepared
 from medmae.training.transforms import MultiLabelTransform
 
 HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
@@ -153,7 +154,7 @@ print(json.dumps({{"seconds": s, "rows": sum(len(d) for d in dd.values()), "peak
 """
 PREPARED_LOAD = """
 import json, resource, time
-from medmae.training.prepare import load_prepared
+from medmae.training.prepared import load_prepared
 t = time.perf_counter(); dd = load_prepared({path!r}, dataset="chestxray14", image_size=256); s = time.perf_counter() - t
 print(json.dumps({{"seconds": s, "rows": sum(len(d) for d in dd.values()), "peak_rss_mib": """ + RSS + """}}))
 """

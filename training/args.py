@@ -1,6 +1,7 @@
 # Copyright 2026 The medmae authors. Licensed under the Apache License, Version 2.0.
-"""Arguments of the training scripts (``transformers.HfArgumentParser`` dataclasses) and the papers'
-recipes as named presets -- the one place where both live.
+"""Arguments of the training scripts (``transformers.HfArgumentParser`` dataclasses) and their command line
+(:func:`build_parser`, :func:`parse_args`). The papers' recipes, as named presets, are :mod:`medmae.training.presets`;
+the tokens and ``--config`` file are made ready for the parser (spelling, old names) in :mod:`medmae.training.argv`.
 
 Precedence, lowest first: dataclass defaults < ``--preset NAME`` < ``--config FILE`` (YAML or JSON) <
 explicit command-line flags. A preset is a plain dict of field values, so ``medmae pretrain --preset busi
@@ -10,37 +11,22 @@ Where a field means what a ``transformers.TrainingArguments`` field means, it ha
 ``num_train_epochs``, ``per_device_train_batch_size``, ``lr_scheduler_type``, ``resume_from_checkpoint``, ...);
 the earlier names are the fields' ``aliases`` and still work, with a note, until the next release. This module
 imports no torch or transformers: ``medmae pretrain --help`` (:func:`build_parser`) answers in well under a second.
-
-Recipe sources (``design/method-notes.md``):
-
-* SDDA-MAE (section 5.1, A12-A13): pre-training AdamW (0.9, 0.95), lr 2e-4 absolute, wd 0.05, per-iteration
-  cosine with a 10 % warm-up, 400 / 200 epochs, batch 24 / 12 (SIIM-ACR / BUSI), mask ratio 0.6, 512 px.
-  Fine-tuning SIIM-ACR: AdamW + cosine, lr 1.5e-3, 100 epochs, batch 24. Fine-tuning BUSI: lr 0.01 read as
-  an SGD rate (momentum 0.9, wd 1e-4, poly 0.9; A12), 50 epochs, batch 12.
-* ETMAE (sections 3.3-3.5): distillation = DMAE recipe, base lr 1.5e-4 scaled by effective batch / 256,
-  AdamW (0.9, 0.95), wd 0.05, 100 epochs, 20 warm-up epochs, mask 0.75, per-GPU batch 32 (x4 accumulation
-  in the ETMAE scripts). Teacher MAE pre-training = medical_mae recipe (mask 0.9, blr 1.5e-4, warm-up 40,
-  800 epochs). Fine-tuning = medical_mae: blr 2.5e-4, layer decay 0.55, wd 0.05, AdamW (0.9, 0.999),
-  5 warm-up epochs, min lr 1e-5, drop path 0.2, mean-pool head, BCE, 100 epochs (ETMAE paper), batch 32.
-  Chest X-ray statistics 0.5056 / 0.252 (medical_mae), which the released teachers expect.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
-import math
 import os
 import sys
 import types
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
+from .argv import _normalise_flags, _rename_flags, _rename_keys, _value_of, read_config_file
 from .families import FAMILY_NAMES, TASKS
-
+from .presets import PRESETS, preset_values
 
 
 @dataclass
@@ -266,200 +252,11 @@ DESCRIPTIONS = {
                 "run's own dataset, arguments and split manifest (from its run_info.json).",
 }
 
-# ----------------------------------------------------------------------------------------------------
-# Named presets (the papers' recipes)
-# ----------------------------------------------------------------------------------------------------
-_SDDA_PRE = dict(family="sdda_mae", task="pretraining", model_preset="sdda_mae_512", optimizer="adamw",
-                 learning_rate=2e-4, weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.95, lr_scheduler_type="cosine",
-                 warmup_ratio=0.1, mask_ratio=0.6, crop_scale_min=0.5, normalization="imagenet")
-_SDDA_FT = dict(family="sdda_mae", task="segmentation_classification", model_preset="sdda_mae_512",
-                transfer="encoder_decoder", crop_scale_min=0.5, metric_for_best_model="dice", normalization="imagenet")
-_ETMAE_DISTILL = dict(family="etmae", task="distillation", model_preset="vit_tiny_patch16_dec512d2b", optimizer="adamw",
-                      blr=1.5e-4, weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.95, lr_scheduler_type="cosine",
-                      warmup_epochs=20, num_train_epochs=100, per_device_train_batch_size=32,
-                      gradient_accumulation_steps=4, mask_ratio=0.75, normalization="cxr",
-                      teacher_normalization="medical_mae", dataset="chestxray14+chexpert")
-_ETMAE_TEACHER = dict(family="etmae", model_preset="vit_small_patch16_dec512d2b",
-                      optimizer="adamw", blr=1.5e-4, weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.95,
-                      lr_scheduler_type="cosine", warmup_epochs=40, num_train_epochs=800,
-                      per_device_train_batch_size=256, mask_ratio=0.9, crop_scale_min=0.5, normalization="cxr")
-_ETMAE_FT = dict(family="etmae", task="multilabel_classification", model_preset="vit_tiny_patch16_dec512d2b",
-                 optimizer="adamw", blr=2.5e-4, layer_decay=0.55, weight_decay=0.05, adam_beta1=0.9,
-                 adam_beta2=0.999, lr_scheduler_type="cosine", warmup_epochs=5, min_lr=1e-5, drop_path_rate=0.2,
-                 num_train_epochs=100, per_device_train_batch_size=32, crop_scale_min=0.08, normalization="cxr",
-                 metric_for_best_model="mauc", augmentation="medical_mae")
-
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "pretrain": {
-        "busi": dict(_SDDA_PRE, dataset="busi", num_train_epochs=200, per_device_train_batch_size=12),
-        "siim_acr": dict(_SDDA_PRE, dataset="siim_acr", num_train_epochs=400, per_device_train_batch_size=24),
-        # ETMAE distils on NIH and CheXpert together (paper section 4.1): both presets use the combined set
-        "chestxray14": _ETMAE_DISTILL,
-        "chexpert": _ETMAE_DISTILL,
-        "chestxray14_teacher": dict(_ETMAE_TEACHER, dataset="chestxray14"),
-        "chexpert_teacher": dict(_ETMAE_TEACHER, dataset="chexpert"),
-        # Laptop-sized runs on the synthetic sets (what `medmae demo` runs, in its full-size setting).
-        "demo": dict(family="sdda_mae", task="pretraining", dataset="synthetic_ultrasound", model_preset="tiny_test",
-                     optimizer="adamw", learning_rate=2e-3, weight_decay=0.05, adam_beta2=0.95,
-                     lr_scheduler_type="cosine", warmup_ratio=0.1, num_train_epochs=8, per_device_train_batch_size=16,
-                     mask_ratio=0.6, dataset_kwargs='{"num_images": 400, "image_size": 64}'),
-        "demo_etmae_teacher": dict(family="etmae", dataset="synthetic_cxr",
-                                   model_preset="tiny_test", optimizer="adamw", blr=1.5e-3, weight_decay=0.05,
-                                   lr_scheduler_type="cosine", warmup_ratio=0.1, num_train_epochs=10,
-                                   per_device_train_batch_size=32, mask_ratio=0.75,
-                                   dataset_kwargs='{"num_images": 600, "image_size": 32}'),
-    },
-    "finetune": {
-        "busi": dict(_SDDA_FT, dataset="busi", optimizer="sgd", learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
-                     lr_scheduler_type="poly", poly_power=0.9, num_train_epochs=50, per_device_train_batch_size=12),
-        "siim_acr": dict(_SDDA_FT, dataset="siim_acr", optimizer="adamw", learning_rate=1.5e-3, weight_decay=0.05,
-                         adam_beta1=0.9, adam_beta2=0.999, lr_scheduler_type="cosine", warmup_ratio=0.1,
-                         num_train_epochs=100, per_device_train_batch_size=24),
-        "chestxray14": dict(_ETMAE_FT, dataset="chestxray14"),
-        "chexpert": dict(_ETMAE_FT, dataset="chexpert", dataset_kwargs='{"uncertainty": "mixed"}'),
-        "demo": dict(family="sdda_mae", task="segmentation_classification", dataset="synthetic_ultrasound",
-                     model_preset="tiny_test", optimizer="adamw", learning_rate=2e-3, weight_decay=0.05,
-                     adam_beta2=0.999, lr_scheduler_type="cosine", warmup_ratio=0.1, num_train_epochs=10,
-                     per_device_train_batch_size=16, metric_for_best_model="dice",
-                     dataset_kwargs='{"num_images": 400, "image_size": 64}'),
-        "demo_etmae": dict(family="etmae", task="multilabel_classification", dataset="synthetic_cxr",
-                           model_preset="tiny_test", optimizer="adamw", blr=2e-3, layer_decay=0.75,
-                           weight_decay=0.05, adam_beta2=0.999, lr_scheduler_type="cosine", warmup_ratio=0.1,
-                           num_train_epochs=10, per_device_train_batch_size=32, metric_for_best_model="mauc",
-                           dataset_kwargs='{"num_images": 600, "image_size": 32}'),
-    },
-}
-
-# The effective batch (per-device batch x accumulation x devices) each recipe was published with: ETMAE's authors
-# ran 4 GPUs (distillation 32 x 4 accumulation x 4 = 512, absolute lr 3e-4; fine-tuning 32 x 4 = 128, lr 1.25e-4).
-PAPER_EFFECTIVE_BATCH = {
-    ("pretrain", "chestxray14"): 512, ("pretrain", "chexpert"): 512,
-    ("finetune", "chestxray14"): 128, ("finetune", "chexpert"): 128,
-    ("pretrain", "busi"): 12, ("pretrain", "siim_acr"): 24, ("finetune", "busi"): 12, ("finetune", "siim_acr"): 24,
-}
-
-
-def effective_batch_report(script: str, preset: Optional[str], batch_size: int, accumulation: int, processes: int,
-                           lr: float, scaled: bool = True) -> tuple[str, Optional[str]]:
-    """(start-up line with the effective batch and absolute lr, warning or None). The warning fires when a paper
-    preset runs at under half its published effective batch, and says how many accumulation steps restore it;
-    ``scaled``: the lr follows the batch (``--blr``)."""
-    effective = batch_size * accumulation * processes
-    line = (f"effective batch {effective} ({batch_size} per device x {accumulation} accumulation x {processes} "
-            f"process(es)), absolute lr {lr:.3g}")
-    paper = PAPER_EFFECTIVE_BATCH.get((script, str(preset or "").strip().lower().replace("-", "_")))
-    if paper is None or effective * 2 > paper:
-        return line, None
-    needed = math.ceil(paper / (batch_size * processes))
-    lr_note = ", and the base-lr scaling lowers the lr with it" if scaled else ""
-    return line, (f"--preset {preset} was published with an effective batch of {paper}; this run's is {effective} "
-                  f"({paper / effective:.0f}x smaller{lr_note}). To match, use --gradient_accumulation_steps "
-                  f"{needed} (or more devices).")
-
-
-def list_presets(script: str) -> list[str]:
-    return sorted(PRESETS.get(script, {}))
-
-
-def preset_values(script: str, name: str) -> dict[str, Any]:
-    """The field values of a named recipe; ValueError naming the valid presets for an unknown name."""
-    presets = PRESETS.get(script, {})
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in presets:
-        raise ValueError(f"unknown {script} preset {name!r}; valid presets: {', '.join(sorted(presets))}")
-    return copy.deepcopy(presets[key])
-
-
-def read_config_file(path) -> dict[str, Any]:
-    """A YAML or JSON file of argument values (a flat mapping of field names)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"argument file not found: {path}")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        values = yaml.safe_load(text) or {}
-    else:
-        values = json.loads(text)
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a mapping of argument names to values")
-    return values
-
-
-def _value_of(argv: Sequence[str], flag: str) -> Optional[str]:
-    for i, token in enumerate(argv):
-        if token == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if token.startswith(flag + "="):
-            return token.split("=", 1)[1]
-    return None
-
-
-def _normalise_flags(argv: Sequence[str]) -> list[str]:
-    """Accept ``--num-epochs`` as well as ``--num_epochs`` (HfArgumentParser registers both for most,
-    but not for every field type)."""
-    out = []
-    for token in argv:
-        if token.startswith("--") and not token.startswith("---"):
-            name, sep, value = token[2:].partition("=")
-            token = "--" + name.replace("-", "_") + sep + value
-        out.append(token)
-    return _merge_data_roots(out)
-
-
-def _merge_data_roots(argv: list[str]) -> list[str]:
-    """``--data_root chestxray14=DIR1 --data_root chexpert=DIR2`` (a combined dataset, one folder per source) ->
-    one ``--data_root`` holding the JSON object ``{"chestxray14": DIR1, "chexpert": DIR2}``; one value stays as is."""
-    values, rest, i = [], [], 0
-    while i < len(argv):
-        token = argv[i]
-        if token == "--data_root" and i + 1 < len(argv):
-            values.append(argv[i + 1])
-            i += 2
-            continue
-        if token.startswith("--data_root="):
-            values.append(token.split("=", 1)[1])
-        else:
-            rest.append(token)
-        i += 1
-    if len(values) <= 1:
-        return argv
-    bad = [v for v in values if "=" not in v]
-    if bad:
-        raise ValueError(f"--data_root given {len(values)} times: each must be SOURCE=DIR (a combined dataset such as "
-                         f"chestxray14+chexpert), got {bad}")
-    pairs = dict(v.split("=", 1) for v in values)
-    return [*rest, "--data_root", json.dumps(pairs)]
-
 
 def renamed_fields(dataclass_types=TRAIN_DATACLASSES) -> dict[str, str]:
     """Old argument names still accepted (for one release) -> the field each now is (the fields' ``aliases``)."""
     return {alias.lstrip("-"): f.name for dc in dataclass_types for f in dataclasses.fields(dc)
             for alias in f.metadata.get("aliases", ())}
-
-
-def _deprecated(script: str, old: str, new: str, where: str = "") -> None:
-    print(f"medmae {script}: {where}{old} is deprecated, use {new} (the old name is accepted until the next release)",
-          file=sys.stderr)
-
-
-def _rename_flags(argv: list[str], renamed: dict[str, str], script: str) -> list[str]:
-    out = []
-    for token in argv:
-        name, sep, value = token.partition("=")
-        if name.startswith("--") and name[2:] in renamed:
-            _deprecated(script, name, "--" + renamed[name[2:]])
-            token = "--" + renamed[name[2:]] + sep + value
-        out.append(token)
-    return out
-
-
-def _rename_keys(values: dict, renamed: dict[str, str], script: str, source: str) -> dict:
-    for old in [key for key in values if key in renamed]:
-        _deprecated(script, old, renamed[old], f"{source}: ")
-        values[renamed[old]] = values.pop(old)
-    return values
 
 
 def _check_fields(values: dict, script: str, dataclass_types, source: str) -> None:

@@ -36,7 +36,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from .args import args_to_dict, effective_batch_report, list_presets, parse_args
+from .args import args_to_dict, parse_args
 from .checkpointing import TrainState, load_checkpoint, resolve_resume
 from .dataloading import run_dataloaders
 from .engine import (Run, draw_figures, export_final, load_best, plan_steps, run_info, save, test_metrics,
@@ -44,6 +44,7 @@ from .engine import (Run, draw_figures, export_final, load_best, plan_steps, run
 from .families import family
 from .optim import build_optimizer, build_scheduler
 from .output_folder import OutputFolder, launcher_rank
+from .presets import effective_batch_report, list_presets
 from .provenance import tracker_config
 from .runtime import configure_threads, make_accelerator, resolve_mixed_precision, setup_logging
 

@@ -6,7 +6,8 @@ and ETMAE student distillation from a teacher given as a path.
     medmae pretrain --family etmae --teacher runs/teacher --dataset synthetic_cxr --output_dir runs/student
     ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m medmae.training.pretrain --preset demo ...
 
-Arguments: ``medmae pretrain --help`` (``training/args.py``); recipes: ``--preset`` (``--list_presets``).
+Arguments: ``medmae pretrain --help`` (``training/args.py``); recipes: ``--preset`` (``--list_presets``;
+``training/presets.py``).
 
 What is trained is the family's task (``training/tasks/etmae.py``, ``training/tasks/sdda_mae.py``, named by the
 family table ``training/families.py``); the loop is ``training/loop.py``.

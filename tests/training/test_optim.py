@@ -199,7 +199,7 @@ def test_sgd_and_scaled_lr(classifier):
 
 
 def test_effective_batch_warning_names_the_accumulation_that_matches_the_paper():
-    from medmae.training.args import effective_batch_report
+    from medmae.training.presets import effective_batch_report
 
     line, warning = effective_batch_report("finetune", "chestxray14", 32, 1, 1, 3.1e-5)
     assert line.startswith("effective batch 32 (32 per device x 1 accumulation x 1 process(es)), absolute lr 3.1e-05")

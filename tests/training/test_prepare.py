@@ -11,12 +11,14 @@ from PIL import Image
 import datasets
 from medmae.training import cli, data, evaluate, finetune, pretrain, registry
 from medmae.training.prepare import (
-    FINGERPRINT_FILE,
-    PreparedDatasetError,
-    load_prepared,
     prepare_dataset,
     required_size,
     resized_size,
+)
+from medmae.training.prepared import (
+    FINGERPRINT_FILE,
+    PreparedDatasetError,
+    load_prepared,
 )
 
 from .fixtures import build_busi, build_chexpert, build_nih, build_siim, corrupt_file

@@ -244,7 +244,7 @@ def test_two_processes_build_a_missing_prepared_folder_once_and_both_read_it(tmp
     """``--dataset_path PREP --data_root DIR`` under 2-process DDP: the main process prepares PREP (accelerate's
     ``main_process_first``), the other waits and loads it; one fingerprint, no leftover temporary folder, and both
     ranks train on the same splits (the run completes: DDP would hang or fail on unequal batch counts)."""
-    from medmae.training.prepare import FINGERPRINT_FILE
+    from medmae.training.prepared import FINGERPRINT_FILE
 
     from .fixtures import build_busi
 

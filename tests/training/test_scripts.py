@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from medmae.training import cli, evaluate, finetune, pretrain
-from medmae.training.args import parse_args, preset_values
+from medmae.training.args import parse_args
 from medmae.training.checkpointing import checkpoint_dirs
 from medmae.training.engine import NonFiniteLossError
+from medmae.training.presets import preset_values
 
 FAST = ["--report_to", "none", "--progress_bar", "False", "--seed", "0", "--logging_steps", "1"]
 US = ["--dataset", "synthetic_ultrasound", "--dataset_kwargs", '{"num_images": 40, "image_size": 64}']
