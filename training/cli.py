@@ -71,6 +71,7 @@ def convert_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--num-channels", type=int, default=None, choices=[1, 3], help="1: grayscale model")
     parser.add_argument("--normalization", default=None, help="imagenet | cxr | half: statistics of the weights")
     args = parser.parse_args(argv)
+    # lazy, as every import of the command table below: `medmae --help` and each script's --help answer in < 1 s
     from ..modeling import convert
     from ..modeling.image_processing_medmae import NORMALIZATION_PRESETS, processor_for_config
 
@@ -106,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from .. import __version__
+        from .. import __version__  # lazy: the version without importing torch
 
         print(f"medmae {__version__}")
         return 0
@@ -117,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if _script_help_only(argv):  # before the script's module (torch, transformers) is imported: help in < 1 s
         build_parser(command).print_help()
         return 0
-    from .engine import NonFiniteLossError
+    from .engine import NonFiniteLossError  # lazy: after the help-only paths, which must not import torch
     from .output_folder import DiskFullError
 
     try:

@@ -14,9 +14,15 @@ import json
 import math
 import os
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
+
+from scipy.stats import t
+
+from . import finetune, pretrain
+from .checkpointing import checkpoint_dirs
 
 
 @dataclass
@@ -78,9 +84,6 @@ class Run:
 
 def run_one(run: Run) -> dict:
     """A finished run is read back; an interrupted one resumes from its newest complete checkpoint."""
-    from . import finetune, pretrain
-    from .checkpointing import checkpoint_dirs
-
     info_path = run.folder / "run_info.json"
     if info_path.is_file():
         return json.loads(info_path.read_text())
@@ -113,8 +116,6 @@ def write_atomic(path: Path, text: str) -> None:
 
 def run_all(runs: list[Run]) -> dict:
     """Every run in order (finished ones read back), with one progress line each."""
-    import time
-
     infos = {}
     for index, run in enumerate(runs, 1):
         t0 = time.perf_counter()
@@ -127,8 +128,6 @@ def execute(out: Path, runs: list[Run], collect: Callable[[dict], dict], markdow
             figure: Optional[Callable[[dict, Path], object]] = None) -> dict:
     """Run (or read back) every run, then write ``ablation.json``, the figure and ``ablation.md`` -- each whole,
     and only once every run has finished."""
-    import time
-
     started = time.perf_counter()
     infos = run_all(runs)
     result = collect(infos)
@@ -158,8 +157,6 @@ def verdict(claim: str, better: list, worse: list, metric: str, lower_is_better:
     if n < 2:
         status, threshold = "not testable (fewer than 2 paired seeds)", None
     else:
-        from scipy.stats import t
-
         threshold = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
         status = ("supported" if mean > threshold else "contradicted" if mean < -threshold
                   else "not supported at this budget (within seed noise)")

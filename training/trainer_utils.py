@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .evaluate import compute_metrics, label_map, num_seg_classes
-from .metrics import segmentation_cases
+from .metrics import classification_metrics, segmentation_cases
 from .optim import layer_decay_param_groups
 
 
@@ -71,8 +71,6 @@ def multilabel_compute_metrics(label_names: Sequence[str] = ()):
 def singlelabel_compute_metrics(label_names: Sequence[str] = ()):
     """``compute_metrics`` for single-label logits: ``accuracy``, macro ``precision`` / ``recall`` / ``f1`` and
     per-class precision and recall (``precision/<label>``), from ``training.metrics.classification_metrics``."""
-    from .metrics import classification_metrics
-
     def fn(eval_prediction) -> dict:
         logits = eval_prediction.predictions
         logits = _numpy(logits[0] if isinstance(logits, tuple) else logits)
