@@ -11,7 +11,7 @@ from transformers import AutoConfig
 
 from ...modeling.image_processing_medmae import processor_for_config
 from ..dataloading import attach_transforms, load_splits, split_record, synthetic_defaults
-from ..evaluate import classification_table, compute_metrics, label_names_of, mauc_table, predict, segmentation_table
+from ..evaluate import compute_metrics, label_names_of, markdown_for, predict
 from ..families import BEST_METRIC, TASK_KINDS, resolve_task
 from ..provenance import model_folder
 from .base import TrainingTask, model_config
@@ -83,12 +83,8 @@ class FinetuningTask(TrainingTask):
 
     def metrics_markdown(self, metrics: dict, split: str) -> str:
         method = f"{self.family} ({Path(self.model_args.init_from).name if self.model_args.init_from else 'scratch'})"
-        dataset = f"{self.data_args.dataset} ({split})"
-        if self.kind == "multilabel":
-            return mauc_table({method: metrics}, dataset, {method: sum(p.numel() for p in self.model.parameters())})
-        if self.kind == "singlelabel":
-            return classification_table({method: metrics}, dataset)
-        return segmentation_table({method: metrics}, dataset) + "\n" + classification_table({method: metrics}, dataset)
+        return markdown_for(self.kind, metrics, method, f"{self.data_args.dataset} ({split})",
+                            sum(p.numel() for p in self.model.parameters()))
 
     def run_info_extra(self) -> dict:
         extra = {**super().run_info_extra(), "label_names": self.label_names}
