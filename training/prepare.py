@@ -365,7 +365,7 @@ def _main_process_first():
 
 
 def prepared_splits(data_args, loader_kwargs: Mapping, input_size: Optional[int] = None) -> DatasetDict:
-    """``--dataset_path`` of the training scripts (called by ``loop.load_splits``): the prepared folder checked
+    """``--dataset_path`` of the training scripts (called by ``dataloading.load_splits``): the prepared folder checked
     against the run (dataset, size, loader arguments; ``--manifest`` re-splits it). With ``--data_root`` as well, a
     missing folder is prepared first from it at the size the run reads (on the main process first)."""
     path = Path(data_args.dataset_path).expanduser()
