@@ -67,7 +67,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "finetune": {
         "busi": dict(_SDDA_FT, dataset="busi", optimizer="sgd", learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
-                     lr_scheduler_type="poly", poly_power=0.9, num_train_epochs=50, per_device_train_batch_size=12),
+                     weight_decay_rule="all", lr_scheduler_type="poly", poly_power=0.9, num_train_epochs=50,
+                     per_device_train_batch_size=12),
         "siim_acr": dict(_SDDA_FT, dataset="siim_acr", optimizer="adamw", learning_rate=1.5e-3, weight_decay=0.05,
                          adam_beta1=0.9, adam_beta2=0.999, lr_scheduler_type="cosine", warmup_ratio=0.1,
                          num_train_epochs=100, per_device_train_batch_size=24),

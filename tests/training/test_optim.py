@@ -87,7 +87,7 @@ def test_each_family_and_stage_defaults_to_its_reference_weight_decay_rule():
     from medmae.training.families import FAMILIES
 
     assert {name: f.weight_decay_rule for name, f in FAMILIES.items()} == {
-        "etmae": {"pretrain": "mae", "finetune": "timm"}, "sdda_mae": {"pretrain": "all", "finetune": "all"}}
+        "etmae": {"pretrain": "mae", "finetune": "timm"}, "sdda_mae": {"pretrain": "all", "finetune": "timm"}}
 
 
 def reference_multiplier(step, total, warmup, schedule, min_ratio=0.0, power=0.9):

@@ -217,7 +217,7 @@ def test_busi_preset_on_a_real_format_folder(tmp_path):
                           "--per_device_train_batch_size", "2", "--num_train_epochs", "1", "--from_scratch", *FAST,
                           "--figures", "False", "--output_dir", str(tmp_path / "run")])
     assert info["dataset"] == "busi" and info["hyperparameters"]["optimizer"] == "sgd"
-    assert info["hyperparameters"]["weight_decay_rule"] == "all"  # DAE-Former's SGD over every parameter
+    assert info["hyperparameters"]["weight_decay_rule"] == "all"  # the preset: DAE-Former's SGD, every parameter
     assert info["hyperparameters"]["data_root"] == "<data_root>" and info["label_names"] == ["normal", "benign",
                                                                                               "malignant"]
     assert str(tmp_path) not in (tmp_path / "run" / "run_info.json").read_text()
