@@ -3,9 +3,10 @@
 training side.
 
 Every stage asks :data:`FAMILIES` (through :func:`family`); no other module of ``medmae.training`` branches on a
-family's name. For each family the table names its config class, its model class per stage, its size presets, its
-pre-training loss terms, its tasks per script, the metric that picks the best checkpoint of each fine-tuning task,
-and the module of its training tasks (``training/tasks/<module>.py``). The model card of a family (template,
+family's name. For each family the table names its config class (whose ``from_preset`` holds the size presets), its
+model class per stage, its pre-training loss terms (the parts logged), its tasks per script, its weight-decay rule per
+stage, and the module of its training tasks (``training/tasks/<module>.py``); :data:`BEST_METRIC` picks the best
+checkpoint of each fine-tuning task. The model card of a family (template,
 citations, tags) is ``medmae.hub_cards.catalogue.FAMILIES[name]``, keyed by the same name.
 
 Classes are named by string and imported when asked for, so that ``medmae pretrain --help`` (which reads the
@@ -36,8 +37,7 @@ class Family:
     display: str
     config_class: str  # in medmae.configuration
     model_classes: dict  # stage or task -> class name in medmae.modeling
-    presets_table: str  # in medmae.configuration: the size presets of ``from_preset``
-    loss_terms: tuple[str, ...]  # the parts of the pre-training loss, as logged
+    loss_terms: tuple[str, ...]  # the parts of the pre-training loss, logged when the model output carries them
     pretraining_tasks: tuple[str, ...]
     finetuning_tasks: tuple[str, ...]  # the first is the default on data with masks or several labels per image
     tasks_module: str  # medmae.training.tasks.<module>: its Pretraining and Finetuning task classes
@@ -46,10 +46,6 @@ class Family:
     def config(self):
         """The configuration class (``ETMAEConfig`` / ``SDDAMAEConfig``)."""
         return getattr(importlib.import_module("medmae.configuration"), self.config_class)
-
-    def presets(self) -> list[str]:
-        """The names ``--model_preset`` takes for this family."""
-        return sorted(getattr(importlib.import_module("medmae.configuration"), self.presets_table))
 
     def model_class(self, stage: str):
         """The model class of a stage (``pretraining``) or a fine-tuning task."""
@@ -70,7 +66,6 @@ FAMILIES: dict[str, Family] = {
         model_classes={"pretraining": "ETMAEForPreTraining", "distillation": "ETMAEForPreTraining",
                        "multilabel_classification": "ETMAEForImageClassification",
                        "classification": "ETMAEForImageClassification"},
-        presets_table="ETMAE_PRESETS",
         loss_terms=("reconstruction_loss", "distillation_loss"),
         pretraining_tasks=("pretraining", "distillation"),
         finetuning_tasks=("multilabel_classification", "classification"),
@@ -83,7 +78,6 @@ FAMILIES: dict[str, Family] = {
         model_classes={"pretraining": "SDDAMAEForPreTraining",
                        "segmentation_classification": "SDDAMAEForSegmentationAndClassification",
                        "classification": "SDDAMAEForImageClassification"},
-        presets_table="SDDA_MAE_PRESETS",
         loss_terms=("reconstruction_loss", "self_distillation_loss"),
         pretraining_tasks=("pretraining",),
         finetuning_tasks=("segmentation_classification", "classification"),

@@ -28,46 +28,45 @@ logger = logging.getLogger(__name__)  # before the Accelerator exists: plain log
 
 
 class Pretraining(MAEPretraining):
-    def config_fields(self) -> dict:
-        return {"teacher_hidden_size": None}  # no teacher: no alignment projection
+    teacher = None  # the frozen teacher of --task distillation
 
     def build_model(self):
+        """The family's model (``MAEPretraining.build_model``); for distillation first the teacher, whose width and
+        depth set the alignment fields, then given to the student with its input statistics."""
         m = self.model_args
-        if self.task != "distillation":
-            return super().build_model()
-        check_teacher_statistics_choice(m.teacher, m.teacher_normalization)
-        teacher = load_teacher(_teacher_source(m.teacher), num_heads=m.teacher_num_heads)
-        fields = {"teacher_hidden_size": teacher.config.hidden_size}
-        if "teacher_align_layer" not in (m.config_overrides or ""):
-            fields["teacher_align_layer"] = align_layer_at_three_quarters(teacher.config.num_hidden_layers)
-        model = self.model_class()(model_config(m, self.data_args, **fields))
-        if m.init_from:
-            model = self.model_class().from_pretrained(model_folder(m.init_from), config=model.config)
-        statistics, how = teacher_statistics(m.teacher, m.teacher_normalization, teacher)
-        model.set_teacher(teacher, **statistics)
-        logger.info(f"teacher input statistics: {how}")
-        self.teacher_info = {"teacher": Path(m.teacher).name, "teacher_sha256": weights_sha256(m.teacher),
-                             "teacher_statistics": how}
+        if self.task == "distillation":
+            check_teacher_statistics_choice(m.teacher, m.teacher_normalization)
+            self.teacher = load_teacher(_teacher_source(m.teacher), num_heads=m.teacher_num_heads)
+        model = super().build_model()
+        if self.teacher is not None:
+            statistics, how = teacher_statistics(m.teacher, m.teacher_normalization, self.teacher)
+            model.set_teacher(self.teacher, **statistics)
+            logger.info(f"teacher input statistics: {how}")
+            self.teacher_info = {"teacher": Path(m.teacher).name, "teacher_sha256": weights_sha256(m.teacher),
+                                 "teacher_statistics": how}
         return model
 
-    def image_datasets(self, extra_columns: tuple[str, ...] = ()) -> dict:
-        per_source = bool(getattr(self.model.config, "teacher_source_statistics", None))
-        return super().image_datasets(("source",) if per_source else ())
+    def config_fields(self) -> dict:
+        if self.teacher is None:
+            return {"teacher_hidden_size": None}  # no teacher: no alignment projection
+        fields = {"teacher_hidden_size": self.teacher.config.hidden_size}
+        if "teacher_align_layer" not in (self.model_args.config_overrides or ""):
+            fields["teacher_align_layer"] = align_layer_at_three_quarters(self.teacher.config.num_hidden_layers)
+        return fields
 
-    def with_columns(self, splits: dict, columns: tuple[str, ...]) -> dict:
-        """A single dataset is its own source (the teacher's statistics are chosen per ``source``)."""
-        if "source" not in columns or "source" in splits["train"].column_names:
-            return splits
-        source = self.data_args.dataset.strip().lower().replace("-", "_")
-        return {name: ds.add_column("source", [source] * len(ds)) for name, ds in splits.items()}
+    def with_extra_columns(self, splits: dict) -> tuple[dict, tuple[str, ...]]:
+        """``source`` when the teacher's statistics are chosen per source; a single dataset is its own source."""
+        if not getattr(self.model.config, "teacher_source_statistics", None):
+            return splits, ()
+        if "source" not in splits["train"].column_names:
+            source = self.data_args.dataset.strip().lower().replace("-", "_")
+            splits = {name: ds.add_column("source", [source] * len(ds)) for name, ds in splits.items()}
+        return splits, ("source",)
 
     def compute_loss(self, model, batch):
         extra = {"teacher_source": batch["source"]} if "source" in batch else {}
         out = model(pixel_values=batch["pixel_values"], **extra)
-        parts = {"reconstruction_loss": out.reconstruction_loss}
-        if getattr(out, "distillation_loss", None) is not None:
-            parts["distillation_loss"] = out.distillation_loss
-        return out.loss, parts
+        return out.loss, self.loss_parts(out)
 
     def run_info_extra(self) -> dict:
         return {**super().run_info_extra(), **getattr(self, "teacher_info", {})}

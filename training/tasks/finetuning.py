@@ -17,6 +17,7 @@ from ..provenance import model_folder
 from .base import TrainingTask, model_config
 
 NEEDED_COLUMNS = {"multilabel": ["labels"], "singlelabel": ["label"], "segcls": ["mask", "label"]}
+OPTIONAL_COLUMNS = {"multilabel": ["label_mask"], "singlelabel": [], "segcls": []}
 
 
 class FinetuningTask(TrainingTask):
@@ -58,9 +59,9 @@ class FinetuningTask(TrainingTask):
         return list(splits["train"].features["label"].names)
 
     def _columns(self, splits) -> list[str]:
-        if self.kind == "multilabel":
-            return ["image", "labels"] + (["label_mask"] if "label_mask" in splits["train"].column_names else [])
-        return ["image", "label"] if self.kind == "singlelabel" else ["image", "mask", "label"]
+        """The image, the task's columns, and CheXpert's ``label_mask`` when the data has it."""
+        optional = [c for c in OPTIONAL_COLUMNS[self.kind] if c in splits["train"].column_names]
+        return ["image", *NEEDED_COLUMNS[self.kind], *optional]
 
     def _check_columns(self, splits) -> None:
         """The data must carry what the task trains on; say which column is missing and what would provide it."""

@@ -12,7 +12,7 @@ import torch
 
 from ...modeling.image_processing_medmae import processor_for_config
 from ..dataloading import attach_transforms, load_splits, split_record, synthetic_defaults
-from ..families import resolve_task
+from ..families import family, resolve_task
 from ..figures import mae_reconstructions, to_display
 from ..provenance import model_folder
 from ..runtime import fixed_rng
@@ -40,22 +40,28 @@ class MAEPretraining(TrainingTask):
         """Config fields this task sets whatever the preset says."""
         return {}
 
-    def image_datasets(self, extra_columns: tuple[str, ...] = ()) -> dict:
-        """``train`` and ``validation`` as images (+ ``extra_columns``) with the pre-training transform; records the
-        split in ``split_info``."""
+    def image_datasets(self) -> dict:
+        """``train`` and ``validation`` as images (+ the columns of :meth:`with_extra_columns`) with the pre-training
+        transform; records the split in ``split_info``."""
         d, size = self.data_args, self.model.config.image_size
         splits = load_splits(d, size, **synthetic_defaults(d, size))
         self.split_info = {"split": split_record(splits, d, self.output_dir),
                            "uncertainty_policy": getattr(splits, "medmae_split_info", {}).get("uncertainty")}
         keep = {name: splits[name] for name in ("train", "validation") if name in splits}
-        keep = self.with_columns(keep, extra_columns)
-        columns = ["image", *extra_columns]
+        keep, extra = self.with_extra_columns(keep)
+        columns = ["image", *extra]
         keep = {name: ds.select_columns(columns) for name, ds in keep.items()}
         return attach_transforms(keep, "image", self.processor, d, passthrough=columns[1:])
 
-    def with_columns(self, splits: dict, columns: tuple[str, ...]) -> dict:
-        """Hook: add columns the loss needs that the data may lack (ETMAE's per-source teacher statistics)."""
-        return splits
+    def with_extra_columns(self, splits: dict) -> tuple[dict, tuple[str, ...]]:
+        """Hook: the columns the loss needs besides the image, added to ``splits`` where the data lacks them
+        (ETMAE's per-source teacher statistics)."""
+        return splits, ()
+
+    def loss_parts(self, out) -> dict:
+        """The family's pre-training loss terms (``Family.loss_terms``) that ``out`` carries, for logging."""
+        return {name: getattr(out, name) for name in family(self.family).loss_terms
+                if getattr(out, name, None) is not None}
 
     @torch.no_grad()
     def evaluate(self, model, dataloader, accelerator) -> dict[str, float]:

@@ -28,8 +28,8 @@ from .pretraining import MAEPretraining
 class Pretraining(MAEPretraining):
     def compute_loss(self, model, batch):
         out = model(pixel_values=batch["pixel_values"])
-        parts = {"reconstruction_loss": out.reconstruction_loss, "self_distillation_loss": out.self_distillation_loss}
-        parts.update(self_distillation_diagnostics(out.sd_teacher_probs, out.sd_student_log_probs))
+        parts = {**self.loss_parts(out),
+                 **self_distillation_diagnostics(out.sd_teacher_probs, out.sd_student_log_probs)}
         weight, loss = self.model.config.sd_weight, out.loss
         if self.model_args.sd_warmup and model.training and self.warmup_steps:
             weight *= min(self.global_step / self.warmup_steps, 1.0)  # the lr warm-up's linear ramp
